@@ -1,0 +1,91 @@
+"""Typed run configuration, saved as ``config.json`` next to every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import atomic_write_text
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist-5k"  # a name in pyro_vae.data.DATASETS
+    data_dir: str | None = None  # folder with the four IDX files (or a torchvision root)
+    pixels: str = "continuous"  # continuous | dynamic | static (see pyro_vae.data.PIXELS)
+
+
+@dataclass
+class ModelConfig:
+    z_dim: int = 20  # latent dimension
+    hidden_dims: tuple[int, ...] = (400,)  # MLP widths, encoder order; the decoder mirrors them
+    likelihood: str = "bernoulli"  # a name in pyro_vae.likelihoods.LIKELIHOODS
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam learning rate
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    kl_warmup_epochs: int = 0  # β rises linearly from 1/N to 1 over N epochs; 0 = off
+    eval_num_samples: int = 1000  # K of the importance-sampled log p(x) at the end of training
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        model = dict(d.get("model", {}))
+        if "hidden_dims" in model:
+            model["hidden_dims"] = tuple(model["hidden_dims"])
+        return cls(
+            data=DataConfig(**d.get("data", {})),
+            model=ModelConfig(**model),
+            train=TrainConfig(**d.get("train", {})),
+        )
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"cannot read run config {path}: {e}") from None
+
+    def validate(self) -> None:
+        """Check the numeric fields; names are checked by the registries that use them.
+
+        :raises ValueError: naming the field, the value received and what is expected.
+        """
+        positive = {
+            "z_dim": self.model.z_dim,
+            "epochs": self.train.epochs,
+            "batch_size": self.train.batch_size,
+            "eval_num_samples": self.train.eval_num_samples,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.model.hidden_dims or any(h < 1 for h in self.model.hidden_dims):
+            raise ValueError(
+                f"hidden_dims must be one or more positive widths, got {self.model.hidden_dims!r}"
+            )
+        if not self.train.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.train.lr!r}")
+        if self.train.kl_warmup_epochs < 0:
+            raise ValueError(
+                f"kl_warmup_epochs must be 0 (off) or positive, got {self.train.kl_warmup_epochs!r}"
+            )

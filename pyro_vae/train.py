@@ -1,0 +1,233 @@
+"""Training: SVI with Trace_ELBO and Adam, one checkpoint per epoch, exact resume.
+
+A run folder holds ``config.json``, ``metrics.json``, ``checkpoint.pt`` and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from tqdm.auto import tqdm
+
+from . import plots
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
+from .config import RunConfig
+from .data import ImageData, batches, check_images, load_dataset
+from .evaluate import elbo_terms, importance_log_px, summarize
+from .io import atomic_write_text
+from .vae import VAE
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available. :raises ValueError: for unknown or unavailable names."""
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu or auto")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+@dataclass
+class Run:
+    """A trained (or training) run: its folder, config, model, data and metrics."""
+
+    out_dir: Path
+    config: RunConfig
+    vae: VAE
+    data: ImageData | None  # None when loaded without data (e.g. for sampling)
+    metrics: dict
+    image_shape: tuple[int, ...]
+
+
+def build_vae(config: RunConfig, x_dim: int) -> VAE:
+    m = config.model
+    return VAE(x_dim, m.z_dim, m.hidden_dims, m.likelihood)
+
+
+def _beta(config: RunConfig, epoch: int) -> float:
+    n = config.train.kl_warmup_epochs
+    return 1.0 if n == 0 else min(1.0, epoch / n)
+
+
+def default_out_dir(config: RunConfig) -> Path:
+    return Path("runs") / f"vae-{config.data.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def fit(config: RunConfig | None = None, out_dir: str | Path | None = None, *, progress: bool = True) -> Run:
+    """Train a VAE from scratch into a new run folder.
+
+    Clears Pyro's param store, seeds every RNG with ``config.train.seed``, loads the data onto
+    the device, trains for ``config.train.epochs`` and finishes with :func:`finish` (test metrics
+    and plots).
+
+    :param RunConfig config: defaults to ``RunConfig()``.
+    :param out_dir: the run folder (default ``runs/vae-<dataset>-<time>``); it must not hold a run.
+    :raises ValueError: for bad config values or data, or an ``out_dir`` that already holds a run.
+    :raises TrainingDiverged: when the loss becomes NaN or infinite.
+    """
+    config = config or RunConfig()
+    config.validate()
+    device = resolve_device(config.train.device)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
+    if (out_dir / CHECKPOINT_NAME).exists() or (out_dir / "config.json").exists():
+        raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
+    data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, device)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(config.train.seed)
+    vae = build_vae(config, data.x_dim).to(device)
+    check_images(data.train_x, name="training images", unit_interval=vae.lik.unit_interval)
+    check_images(data.test_x, name="test images", unit_interval=vae.lik.unit_interval)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / "config.json")
+    optim = pyro.optim.Adam({"lr": config.train.lr})
+    metrics = {"data": data.describe(), "epochs": []}
+    return _train(Run(out_dir, config, vae, data, metrics, data.image_shape), optim, progress)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True) -> tuple[Run, dict]:
+    """Rebuild a run from its folder: config, model weights, and (optionally) its data.
+
+    :returns: the :class:`Run` and the raw checkpoint dict.
+    :raises CheckpointError: when the folder holds no readable run.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir} holds no run (no config.json); pass a folder written by pyro-vae train")
+    config = RunConfig.load(run_dir / "config.json")
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=dev)
+    data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, dev) if with_data else None
+    vae = build_vae(config, math.prod(ckpt["image_shape"])).to(dev)
+    try:
+        vae.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint in {run_dir} does not match its config.json ({str(e).splitlines()[0]})") from None
+    metrics = {"data": data.describe() if data is not None else {}, "epochs": list(ckpt.get("history", []))}
+    return Run(run_dir, config, vae, data, metrics, tuple(ckpt["image_shape"])), ckpt
+
+
+def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None = None, progress: bool = True) -> Run:
+    """Continue a run from its last checkpoint, optionally to a new total of ``epochs``.
+
+    On CPU the result equals an uninterrupted run with the same seed: parameters, optimizer
+    state and RNG states are all restored.
+    """
+    config = RunConfig.load(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").is_file() else None
+    if config is not None:
+        if epochs is not None:
+            config.train.epochs = epochs
+        if device is not None:
+            config.train.device = device
+        config.validate()
+    run, ckpt = load_run(run_dir, device or (config.train.device if config else "auto"))
+    run.config = config
+    pyro.clear_param_store()
+    optim = pyro.optim.Adam({"lr": config.train.lr})
+    optim.set_state(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"])
+    config.save(run.out_dir / "config.json")
+    return _train(run, optim, progress, start_epoch=ckpt["epoch"])
+
+
+def _train(run: Run, optim, progress: bool, start_epoch: int = 0) -> Run:
+    config, vae, data = run.config, run.vae, run.data
+    svi = SVI(vae.model, vae.guide, optim, Trace_ELBO())
+    ckpt_path = run.out_dir / CHECKPOINT_NAME
+    n_train = len(data.train_x)
+    for epoch in range(start_epoch + 1, config.train.epochs + 1):
+        vae.train()
+        vae.beta = _beta(config, epoch)
+        start = time.perf_counter()
+        total = 0.0
+        bar = tqdm(
+            batches(data.epoch_train_x(), config.train.batch_size),
+            total=math.ceil(n_train / config.train.batch_size),
+            desc=f"epoch {epoch}/{config.train.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for step, (x,) in enumerate(bar, 1):
+            loss = svi.step(x)
+            if not math.isfinite(loss):
+                kept = f"last good checkpoint: {ckpt_path} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint yet"
+                raise TrainingDiverged(
+                    f"loss became {loss} at epoch {epoch}, step {step}; {kept}. Try a lower --lr"
+                )
+            total += loss
+            if step % 10 == 0:
+                bar.set_postfix(elbo=f"{-total / min(step * config.train.batch_size, n_train):.1f}")
+        seconds = time.perf_counter() - start
+        vae.beta = 1.0
+        vae.eval()
+        test = summarize(elbo_terms(vae.model, vae.guide, data.test_x))
+        row = {
+            "epoch": epoch,
+            "train_elbo": -total / n_train,
+            "test_elbo": test["elbo"],
+            "test_reconstruction": test["reconstruction"],
+            "test_kl": test["kl"],
+            "beta": _beta(config, epoch),
+            "seconds": seconds,
+        }
+        run.metrics["epochs"].append(row)
+        if progress:
+            tqdm.write(
+                f"epoch {epoch:3d}  train ELBO {row['train_elbo']:9.2f}  test ELBO {row['test_elbo']:9.2f}"
+                f"  ({seconds:.1f}s, nats/image, {data.pixels} pixels)"
+            )
+        save_checkpoint(
+            ckpt_path,
+            epoch=epoch,
+            config=config.to_dict(),
+            model=vae.state_dict(),
+            optimizer=optim.get_state(),
+            history=run.metrics["epochs"],
+            image_shape=list(run.image_shape),
+        )
+        write_metrics(run)
+    return finish(run)
+
+
+def write_metrics(run: Run) -> None:
+    run.metrics["pixels"] = run.data.pixels
+    atomic_write_text(run.out_dir / "metrics.json", json.dumps(run.metrics, indent=2) + "\n")
+
+
+@torch.no_grad()
+def final_metrics(vae: VAE, x: torch.Tensor, num_samples: int) -> dict:
+    """Test ELBO with its two terms, IS log p(x) with K = ``num_samples``, and their gap (nats/image)."""
+    vae.eval()
+    out = summarize(elbo_terms(vae.model, vae.guide, x))
+    log_px = importance_log_px(vae.model, vae.guide, x, num_samples=num_samples)
+    out.update(summarize({"is_log_px": log_px}))
+    out["is_num_samples"] = num_samples
+    out["gap"] = out["is_log_px"] - out["elbo"]
+    return out
+
+
+def finish(run: Run) -> Run:
+    """Final test metrics into ``metrics.json`` (key ``final``) and every plot into the run folder."""
+    data, vae = run.data, run.vae
+    final = final_metrics(vae, data.test_x, run.config.train.eval_num_samples)
+    final["pixels"] = data.pixels
+    run.metrics["final"] = final
+    write_metrics(run)
+    plots.save_run_plots(run)
+    return run
+
+
+__all__ = ["fit", "resume", "load_run", "finish", "final_metrics", "resolve_device", "Run", "TrainingDiverged", "CheckpointError"]

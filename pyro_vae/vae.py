@@ -1,0 +1,97 @@
+"""The VAE: a Pyro model p(z) p(x|z) and its amortized guide q(z|x), side by side.
+
+References: Kingma & Welling, *Auto-Encoding Variational Bayes*, ICLR 2014.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor, nn
+
+from .likelihoods import get_likelihood
+from .nets import MLPDecoder, MLPEncoder
+
+
+class VAE(nn.Module):
+    """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)), q(z|x) = N(μ(x), diag σ²(x)).
+
+    Both :meth:`model` and :meth:`guide` take ``x`` of shape ``(batch, x_dim)`` and sample the
+    latent site ``"z"`` (event shape ``(z_dim,)``) inside ``pyro.plate("data", batch, dim=-1)``;
+    the model observes ``"x"`` (event shape ``(x_dim,)``). Any outer plate (e.g. vectorized
+    particles at ``dim=-2``) broadcasts through both.
+
+    :param int x_dim: D, pixels per image.
+    :param int z_dim: latent dimension.
+    :param hidden_dims: MLP widths of the encoder; the decoder mirrors them.
+    :param str likelihood: a name in :data:`pyro_vae.likelihoods.LIKELIHOODS`.
+
+    ``beta`` (default 1) scales the latent site in model and guide through
+    ``pyro.poutine.scale``: β·KL in the loss, for KL warm-up.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Sequence[int] = (400,), likelihood: str = "bernoulli"):
+        super().__init__()
+        self.x_dim, self.z_dim = x_dim, z_dim
+        self.lik = get_likelihood(likelihood)
+        self.encoder = MLPEncoder(x_dim, z_dim, hidden_dims)
+        self.decoder = MLPDecoder(z_dim, x_dim, hidden_dims, self.lik.out_per_pixel)
+        self.register_buffer("prior_loc", torch.zeros(z_dim))
+        self.register_buffer("prior_scale", torch.ones(z_dim))
+        self.beta = 1.0
+
+    # -- the distributions, shared by model, guide and helpers
+    def prior(self) -> dist.TorchDistribution:
+        """p(z): batch shape ``()``, event shape ``(z_dim,)``; plates broadcast it."""
+        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+
+    def likelihood(self, z: Tensor) -> dist.TorchDistribution:
+        """p(x|z) for ``z`` of shape ``(..., z_dim)``: batch shape ``(...)``, event ``(x_dim,)``."""
+        return self.lik.make(self.decoder(z))
+
+    def posterior(self, x: Tensor) -> dist.TorchDistribution:
+        """q(z|x) for ``x`` of shape ``(batch, x_dim)``: batch ``(batch,)``, event ``(z_dim,)``."""
+        loc, scale = self.encoder(x)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def _latent_scale(self):
+        return contextlib.nullcontext() if self.beta == 1.0 else pyro.poutine.scale(scale=self.beta)
+
+    # -- the Pyro pair
+    def model(self, x: Tensor) -> None:
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with self._latent_scale():
+                z = pyro.sample("z", self.prior())  # (..., batch, z_dim)
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: Tensor) -> None:
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with self._latent_scale():
+                pyro.sample("z", self.posterior(x))  # (..., batch, z_dim)
+
+    # -- helpers
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:returns: the loc and scale of q(z|x), each ``(batch, z_dim)``."""
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """:returns: the mean of p(x|z), ``(..., x_dim)``."""
+        return self.likelihood(z).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decode the posterior mean: ``(batch, x_dim)`` ↦ ``(batch, x_dim)``."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """:returns: the means of p(x|z) for ``n`` draws z ~ p(z), ``(n, x_dim)``."""
+        return self.decode(self.prior().sample((n,)))
