@@ -52,7 +52,7 @@ def fit_gaussian(
     target: Distribution,
     direction: str,
     *,
-    init_loc: float = 0.5,
+    init_loc: float = 1.0,
     init_scale: float = 1.0,
     steps: int = 2000,
     num_samples: int = 2000,

@@ -57,11 +57,15 @@ class LinearGaussian:
 
     def model(self, x: Tensor) -> None:
         """The Pyro model: site ``"z"`` (event ``(k,)``) and observed ``"x"`` (event ``(d,)``)."""
-        zeros = self.W.new_zeros(self.k)
         with pyro.plate("data", x.shape[0], dim=-1):
-            z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+            z = pyro.sample("z", self.prior())
             loc = z @ self.W.T + self.b  # (..., N, d)
             pyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
+
+    def prior(self) -> MultivariateNormal:
+        """p(z) = N(0, I_k)."""
+        eye = torch.eye(self.k, dtype=self.W.dtype)
+        return dist.MultivariateNormal(self.W.new_zeros(self.k), scale_tril=eye)
 
     def marginal(self) -> MultivariateNormal:
         """p(x) = N(b, W Wᵀ + σ² I)."""
@@ -98,9 +102,7 @@ class LinearGaussian:
 
     def prior_kl(self, x: Tensor, guide: AffineGaussianGuide) -> Tensor:
         """KL(q(z|x) ‖ p(z)), ``(N,)``."""
-        q = guide.dist(x)
-        prior = MultivariateNormal(torch.zeros_like(q.loc), scale_tril=torch.eye(self.k, dtype=self.W.dtype))
-        return kl_divergence(q, prior)
+        return kl_divergence(guide.dist(x), self.prior())
 
     def elbo(self, x: Tensor, guide: AffineGaussianGuide) -> Tensor:
         """The exact ELBO E_q[log p(x|z)] − KL(q‖p(z)), ``(N,)``."""
