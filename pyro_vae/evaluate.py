@@ -17,6 +17,7 @@ from collections.abc import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import kl_divergence
 
@@ -34,7 +35,8 @@ def _traces(model: Callable, guide: Callable, args: tuple, particles: int | None
 
 
 def _sites(tr):
-    return [s for s in tr.nodes.values() if s["type"] == "sample"]
+    """The sample sites of a trace, without the plates' subsample sites."""
+    return [s for s in tr.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
 def log_weights(model: Callable, guide: Callable, *args, num_particles: int = 1) -> Tensor:

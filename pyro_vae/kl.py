@@ -45,7 +45,9 @@ def monte_carlo_kl(p: Distribution, q: Distribution, num_samples: int = 10_000) 
 def bimodal_mixture(separation: float = 4.0, scale: float = 0.7) -> MixtureSameFamily:
     """An equal mixture of N(−separation/2, scale²) and N(+separation/2, scale²) on the real line."""
     half = separation / 2
-    return MixtureSameFamily(Categorical(torch.ones(2)), Normal(torch.tensor([-half, half]), torch.tensor([scale, scale])))
+    return MixtureSameFamily(
+        Categorical(torch.ones(2)), Normal(torch.tensor([-half, half]), torch.tensor([scale, scale]))
+    )
 
 
 def fit_gaussian(

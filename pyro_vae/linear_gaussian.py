@@ -51,7 +51,9 @@ class LinearGaussian:
         self.d, self.k = W.shape
 
     @classmethod
-    def random(cls, d: int = 5, k: int = 2, noise_scale: float = 0.5, seed: int = 0, dtype=torch.float64) -> LinearGaussian:
+    def random(
+        cls, d: int = 5, k: int = 2, noise_scale: float = 0.5, seed: int = 0, dtype=torch.float64
+    ) -> LinearGaussian:
         g = torch.Generator().manual_seed(seed)
         return cls(torch.randn(d, k, generator=g, dtype=dtype), torch.randn(d, generator=g, dtype=dtype), noise_scale)
 

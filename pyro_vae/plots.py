@@ -21,7 +21,9 @@ def save(fig: Figure, path: str | Path | None) -> Figure:
 
 
 def _show_grid(ax, images: Tensor, image_shape: Sequence[int], nrow: int) -> None:
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape), nrow=nrow, padding=1, pad_value=1.0)
+    grid = make_grid(
+        images.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape), nrow=nrow, padding=1, pad_value=1.0
+    )
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")  # (H', W', 3)
     ax.set_axis_off()
 

@@ -115,7 +115,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True
     try:
         vae.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint in {run_dir} does not match its config.json ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"checkpoint in {run_dir} does not match its config.json ({str(e).splitlines()[0]})"
+        ) from None
     metrics = {"data": data.describe() if data is not None else {}, "epochs": list(ckpt.get("history", []))}
     return Run(run_dir, config, vae, data, metrics, tuple(ckpt["image_shape"])), ckpt
 
@@ -164,9 +166,7 @@ def _train(run: Run, optim, progress: bool, start_epoch: int = 0) -> Run:
             loss = svi.step(x)
             if not math.isfinite(loss):
                 kept = f"last good checkpoint: {ckpt_path} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint yet"
-                raise TrainingDiverged(
-                    f"loss became {loss} at epoch {epoch}, step {step}; {kept}. Try a lower --lr"
-                )
+                raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, step {step}; {kept}. Try a lower --lr")
             total += loss
             if step % 10 == 0:
                 bar.set_postfix(elbo=f"{-total / min(step * config.train.batch_size, n_train):.1f}")
@@ -230,4 +230,14 @@ def finish(run: Run) -> Run:
     return run
 
 
-__all__ = ["fit", "resume", "load_run", "finish", "final_metrics", "resolve_device", "Run", "TrainingDiverged", "CheckpointError"]
+__all__ = [
+    "fit",
+    "resume",
+    "load_run",
+    "finish",
+    "final_metrics",
+    "resolve_device",
+    "Run",
+    "TrainingDiverged",
+    "CheckpointError",
+]

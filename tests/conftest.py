@@ -30,7 +30,9 @@ def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
     return path
 
 
-def write_idx_folder(folder: Path, n_train: int = 60, n_test: int = 20, gz: bool = False, seed: int = 0, size: int = 28):
+def write_idx_folder(
+    folder: Path, n_train: int = 60, n_test: int = 20, gz: bool = False, seed: int = 0, size: int = 28
+):
     """Four tiny MNIST-format IDX files of random digits, with labels 0..9."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ def lg():
 def perturbed(guide, seed=1, amount=0.3):
     g = torch.Generator().manual_seed(seed)
     noise = lambda t: amount * torch.randn(t.shape, generator=g, dtype=t.dtype)  # noqa: E731
-    return AffineGaussianGuide(guide.A + noise(guide.A), guide.c + noise(guide.c), torch.tril(guide.scale_tril + noise(guide.scale_tril)).abs())
+    return AffineGaussianGuide(
+        guide.A + noise(guide.A), guide.c + noise(guide.c), torch.tril(guide.scale_tril + noise(guide.scale_tril)).abs()
+    )
 
 
 def test_posterior_is_bayes_rule(lg):

@@ -1,0 +1,144 @@
+"""The ``pyro-vae`` command end to end in a temp folder, and its one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_idx_folder
+
+from pyro_vae.cli import main
+
+TINY = ["--z-dim", "2", "--hidden-dims", "64", "--epochs", "2", "--num-samples", "10", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def run_cli(*args, cwd=None):
+    """The installed console script's module, in a fresh process: what a user sees."""
+    return subprocess.run(
+        [sys.executable, "-m", "pyro_vae.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+
+
+def test_train_writes_a_run_folder(run_dir, capsys):
+    names = set(os.listdir(run_dir))
+    assert {
+        "config.json",
+        "metrics.json",
+        "checkpoint.pt",
+        "elbo.png",
+        "reconstructions.png",
+        "samples.png",
+        "latent.png",
+        "manifold.png",
+    } <= names
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == {"z_dim": 2, "hidden_dims": [64], "likelihood": "bernoulli"}
+    assert config["data"]["pixels"] == "continuous"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 2 and metrics["final"]["is_num_samples"] == 10
+
+
+def test_resume_continues_and_refuses_changes(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert main(["train", "--resume", str(copy), "--epochs", "3", "--quiet"]) == 0
+    assert len(json.loads((copy / "metrics.json").read_text())["epochs"]) == 3
+    before = snapshot(copy)
+    assert main(["train", "--resume", str(copy), "--z-dim", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--z-dim cannot change on --resume" in err and before == snapshot(copy)
+
+
+def test_evaluate_on_idx_folder(run_dir, tmp_path, capsys):
+    write_idx_folder(tmp_path / "mnist", n_train=5, n_test=30)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--data-dir", str(tmp_path / "mnist"), "--num-samples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "30 images, continuous pixels" in out and "IS log p(x), K=20" in out and "test ELBO" in out
+    saved = json.loads((run_dir / "evaluation.json").read_text())
+    (result,) = [v for k, v in saved.items() if str(tmp_path / "mnist") in k]
+    assert result["test_size"] == 30 and result["is_log_px"] >= result["elbo"] - 5 * result["elbo_se"]
+
+
+def test_sample_writes_png(run_dir, tmp_path):
+    out = tmp_path / "s.png"
+    assert main(["sample", str(run_dir), "--num", "9", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "cifar"], ("invalid choice: 'cifar'", "mnist-5k", "'mnist'", "fashion-mnist")),
+        (["train", "--likelihood", "gauss"], ("invalid choice: 'gauss'", "'bernoulli'", "continuous-bernoulli")),
+        (["train", "--device", "tpu"], ("invalid choice: 'tpu'", "'auto'", "'cpu'", "'cuda'")),
+        (["train", "--epochs", "0", "--out", "{tmp}/r"], "epochs must be a positive integer, got 0"),
+        (["train", "--data-dir", "{tmp}/nothing", "--out", "{tmp}/r"], "is not a folder"),
+        (["evaluate", "{tmp}/nowhere"], "holds no run (no config.json)"),
+        (["sample", "{run}", "--num", "0", "--out", "{tmp}/s.png"], "--num must be a positive integer, got 0"),
+        (
+            ["evaluate", "{run}", "--data-dir", "{tmp}/small"],
+            "test images have shape (1, 8, 8) but the run was trained on (1, 28, 28)",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(run_dir, tmp_path, args, message):
+    write_idx_folder(tmp_path / "small", n_train=3, n_test=3, size=8)
+    args = [a.format(tmp=tmp_path, run=run_dir) for a in args]
+    before = snapshot(run_dir)
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # argparse puts its usage above the error line
+    assert all(m in last for m in ((message,) if isinstance(message, str) else message)), last
+    assert before == snapshot(run_dir)
+
+
+def test_corrupt_checkpoint_one_line_and_untouched(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    before = snapshot(copy)
+    for args in (
+        ["evaluate", str(copy)],
+        ["sample", str(copy), "--out", str(tmp_path / "x.png")],
+        ["train", "--resume", str(copy)],
+    ):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "is corrupt or truncated" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert before == snapshot(copy)
+
+
+def test_existing_out_refused_without_damage(run_dir):
+    before = snapshot(run_dir)
+    proc = run_cli("train", *TINY, "--out", str(run_dir))
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr and "Traceback" not in proc.stderr
+    assert before == snapshot(run_dir)
+
+
+def test_every_subcommand_has_help():
+    for sub in ("train", "evaluate", "sample"):
+        proc = run_cli(sub, "--help")
+        assert proc.returncode == 0 and "--device" in proc.stdout
