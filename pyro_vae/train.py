@@ -15,7 +15,7 @@ from pathlib import Path
 import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import plots
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
