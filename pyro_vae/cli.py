@@ -15,8 +15,11 @@ import torch
 
 from . import plots
 from .checkpoint import CheckpointError
+from .compare import CompareConfig, compare, results_markdown
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import DATASETS, PIXELS, check_images, load_dataset
+from .elbos import ELBOS
+from .guides import GUIDES
 from .io import atomic_write_text
 from .likelihoods import LIKELIHOODS
 from .train import DEVICES, TrainingDiverged, final_metrics, fit, load_run, resume
@@ -26,6 +29,19 @@ def _add_data_flags(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
     p.add_argument("--dataset", choices=list(DATASETS), help=f"dataset name{help_suffix}")
     p.add_argument("--data-dir", help="folder with the four MNIST-format IDX files (.gz or not), or a torchvision root")
     p.add_argument("--pixels", choices=PIXELS, help=f"pixel treatment{help_suffix}")
+
+
+def _add_guide_flags(p: argparse.ArgumentParser, several: bool = False) -> None:
+    m, t = ModelConfig(), TrainConfig()
+    if not several:
+        p.add_argument("--guide", choices=list(GUIDES), help=f"q(z|x) family (default {m.guide})")
+        p.add_argument("--elbo", choices=list(ELBOS), help=f"ELBO estimator (default {t.elbo})")
+    p.add_argument("--flow-steps", type=int, help=f"IAF steps K of --guide iaf (default {m.flow_steps})")
+    p.add_argument("--particles", type=int, help=f"K vectorized particles per datapoint (default {t.particles})")
+    p.add_argument("--alpha", type=float, help=f"α of --elbo renyi (default {t.alpha})")
+    p.add_argument(
+        "--jit", action="store_true", default=None, help="the estimator's JIT variant (trace, meanfield, tracegraph)"
+    )
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -46,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--hidden-dims", type=int, nargs="+", help=f"MLP widths (default {' '.join(map(str, m.hidden_dims))})"
     )
     tr.add_argument("--likelihood", choices=list(LIKELIHOODS), help=f"pixel likelihood (default {m.likelihood})")
+    _add_guide_flags(tr)
     tr.add_argument("--epochs", type=int, help=f"total epochs (default {t.epochs}); with --resume, the new total")
     tr.add_argument("--batch-size", type=int, help=f"default {t.batch_size}")
     tr.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
     tr.add_argument("--seed", type=int, help=f"default {t.seed}")
     tr.add_argument("--kl-warmup-epochs", type=int, help="β warm-up of the KL term over N epochs (default 0: off)")
+    tr.add_argument("--max-seconds", type=float, help="time budget: stop after the epoch that reaches it")
     tr.add_argument(
         "--num-samples", type=int, help=f"K of the final importance-sampled log p(x) (default {t.eval_num_samples})"
     )
@@ -70,6 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="default 0")
     _add_device(ev)
 
+    co = sub.add_parser(
+        "compare",
+        help="train a grid of guides × estimators on equal footing",
+        description="Train every (guide, estimator, seed) cell on the same data and budget; write "
+        "results.md, results.csv, elbo_vs_time.png and gradient_snr.png. Finished cells are kept on a rerun.",
+    )
+    co.add_argument("--guides", default="diag", help=f"comma-separated, from {', '.join(GUIDES)} (default diag)")
+    co.add_argument(
+        "--elbos", default="trace", help=f"comma-separated NAME or NAME:K, from {', '.join(ELBOS)} (default trace)"
+    )
+    co.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± sd (default 0)")
+    _add_data_flags(co, f" (default {d.dataset}, {d.pixels})")
+    co.add_argument("--z-dim", type=int, help=f"latent dimension (default {m.z_dim})")
+    co.add_argument("--hidden-dims", type=int, nargs="+", help="MLP widths (default 400)")
+    co.add_argument("--likelihood", choices=list(LIKELIHOODS), help=f"pixel likelihood (default {m.likelihood})")
+    _add_guide_flags(co, several=True)
+    co.add_argument("--epochs", type=int, help=f"epochs per cell (default {t.epochs})")
+    co.add_argument("--max-seconds", type=float, help="training seconds per cell (stops after the epoch reaching it)")
+    co.add_argument("--batch-size", type=int, help=f"default {t.batch_size}")
+    co.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
+    co.add_argument("--num-samples", type=int, help=f"K of IS log p(x) per cell (default {t.eval_num_samples})")
+    co.add_argument("--snr-estimates", type=int, default=64, help="gradient draws per cell for the SNR (default 64)")
+    _add_device(co)
+    co.add_argument("--out", required=True, help="results folder (rerun with the same --out to continue)")
+    co.add_argument("--quiet", action="store_true", help="no progress bars")
+
     sa = sub.add_parser(
         "sample",
         help="a PNG grid of samples from a run",
@@ -84,6 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RESUMABLE = {"epochs", "device", "quiet", "resume", "command"}
+_MODEL_FLAGS = ("z_dim", "likelihood", "guide", "flow_steps")
+_TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "device", "kl_warmup_epochs", "elbo", "particles", "alpha", "jit")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of ``train`` (and ``compare``) flags; flags left out keep the dataclass defaults."""
+    pick = {k: v for k, v in vars(args).items() if v is not None}
+    data = DataConfig(**{k: pick[k] for k in ("dataset", "data_dir", "pixels") if k in pick})
+    model = ModelConfig(**{k: pick[k] for k in _MODEL_FLAGS if k in pick})
+    if "hidden_dims" in pick:
+        model.hidden_dims = tuple(pick["hidden_dims"])
+    train = TrainConfig(**{k: pick[k] for k in _TRAIN_FLAGS if k in pick})
+    if "num_samples" in pick:
+        train.eval_num_samples = pick["num_samples"]
+    if "max_seconds" in pick:
+        train.max_seconds = pick["max_seconds"]
+    return RunConfig(data, model, train)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -96,17 +157,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             )
         run = resume(args.resume, args.epochs, device=args.device, progress=not args.quiet)
     else:
-        pick = {k: v for k, v in vars(args).items() if v is not None}
-        data = DataConfig(**{k: pick[k] for k in ("dataset", "data_dir", "pixels") if k in pick})
-        model = ModelConfig(**{k: pick[k] for k in ("z_dim", "likelihood") if k in pick})
-        if "hidden_dims" in pick:
-            model.hidden_dims = tuple(pick["hidden_dims"])
-        train = TrainConfig(
-            **{k: pick[k] for k in ("epochs", "batch_size", "lr", "seed", "device", "kl_warmup_epochs") if k in pick}
-        )
-        if "num_samples" in pick:
-            train.eval_num_samples = pick["num_samples"]
-        run = fit(RunConfig(data, model, train), args.out, progress=not args.quiet)
+        run = fit(config_from_args(args), args.out, progress=not args.quiet)
     f = run.metrics["final"]
     print(
         f"{run.out_dir}: test ELBO {f['elbo']:.2f} (reconstruction {f['reconstruction']:.2f}, KL {f['kl']:.2f}), "
@@ -159,7 +210,30 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.num} samples to {args.out}")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample}
+def _csv(text: str, cast=str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    if args.snr_estimates < 2:
+        raise ValueError(f"--snr-estimates must be at least 2, got {args.snr_estimates}")
+    cfg = CompareConfig(
+        guides=_csv(args.guides),
+        elbos=_csv(args.elbos),
+        seeds=_csv(args.seeds, int),
+        base=config_from_args(args),
+        snr_estimates=args.snr_estimates,
+    )
+    rows = compare(cfg, args.out, progress=not args.quiet)
+    print(results_markdown(rows), end="")
+    print(f"wrote {Path(args.out) / 'results.md'}, results.csv, elbo_vs_time.png, gradient_snr.png")
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

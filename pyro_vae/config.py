@@ -22,6 +22,8 @@ class ModelConfig:
     z_dim: int = 20  # latent dimension
     hidden_dims: tuple[int, ...] = (400,)  # MLP widths, encoder order; the decoder mirrors them
     likelihood: str = "bernoulli"  # a name in pyro_vae.likelihoods.LIKELIHOODS
+    guide: str = "diag"  # a name in pyro_vae.guides.GUIDES
+    flow_steps: int = 2  # K inverse autoregressive flow steps, for guide="iaf"
 
 
 @dataclass
@@ -33,6 +35,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     kl_warmup_epochs: int = 0  # β rises linearly from 1/N to 1 over N epochs; 0 = off
     eval_num_samples: int = 1000  # K of the importance-sampled log p(x) at the end of training
+    elbo: str = "trace"  # a name in pyro_vae.elbos.ELBOS
+    particles: int = 1  # K vectorized particles per datapoint for the estimator
+    alpha: float = 0.5  # α of elbo="renyi"
+    jit: bool = False  # the estimator's JIT variant (trace, meanfield, tracegraph)
+    max_seconds: float | None = None  # time budget: stop after the epoch that reaches it (None: epochs only)
 
 
 @dataclass
@@ -75,6 +82,8 @@ class RunConfig:
             "epochs": self.train.epochs,
             "batch_size": self.train.batch_size,
             "eval_num_samples": self.train.eval_num_samples,
+            "flow_steps": self.model.flow_steps,
+            "particles": self.train.particles,
         }
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
@@ -83,5 +92,9 @@ class RunConfig:
             raise ValueError(f"hidden_dims must be one or more positive widths, got {self.model.hidden_dims!r}")
         if not self.train.lr > 0:
             raise ValueError(f"lr must be positive, got {self.train.lr!r}")
+        if self.train.max_seconds is not None and not self.train.max_seconds > 0:
+            raise ValueError(
+                f"max_seconds must be positive (or None for no time budget), got {self.train.max_seconds!r}"
+            )
         if self.train.kl_warmup_epochs < 0:
             raise ValueError(f"kl_warmup_epochs must be 0 (off) or positive, got {self.train.kl_warmup_epochs!r}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -19,24 +18,19 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    """x ↦ (loc, scale) of a diagonal Gaussian q(z|x).
+    """x ↦ features h for a guide head (see :mod:`pyro_vae.guides`): an MLP with a final ReLU.
 
     :param int x_dim: D, pixels per image.
-    :param int z_dim: latent dimension.
-    :param hidden_dims: widths of the hidden layers.
+    :param hidden_dims: widths of the hidden layers; ``out_dim`` is the last one.
     """
 
-    def __init__(self, x_dim: int, z_dim: int, hidden_dims: Sequence[int] = (400,)):
+    def __init__(self, x_dim: int, hidden_dims: Sequence[int] = (400,)):
         super().__init__()
-        self.body = nn.Sequential(mlp([x_dim, *hidden_dims]), nn.ReLU())
-        self.loc = nn.Linear(hidden_dims[-1], z_dim)
-        self.scale = nn.Linear(hidden_dims[-1], z_dim)
+        self.out_dim = hidden_dims[-1]
+        self.net = nn.Sequential(mlp([x_dim, *hidden_dims]), nn.ReLU())
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.body(x)  # (..., hidden_dims[-1])
-        loc = self.loc(h)  # (..., z_dim)
-        scale = F.softplus(self.scale(h)) + 1e-4  # (..., z_dim), positive
-        return loc, scale
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # (..., hidden_dims[-1])
 
 
 class MLPDecoder(nn.Module):

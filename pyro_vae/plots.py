@@ -89,6 +89,40 @@ def latent_manifold(vae, image_shape: Sequence[int], n: int = 20, path: str | Pa
     return save(fig, path)
 
 
+def elbo_vs_time(cells: Sequence[dict], path: str | Path | None = None) -> Figure:
+    """Test ELBO against cumulative training seconds, one line per compare cell.
+
+    :param cells: dicts with ``guide``, ``elbo``, ``K``, ``seed`` and ``curve``, a list of
+        (epoch seconds, test ELBO) pairs (see :mod:`pyro_vae.compare`).
+    """
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    for c in cells:
+        seconds = torch.tensor([s for s, _ in c["curve"]]).cumsum(0)
+        label = f"{c['guide']} + {c['elbo']} (K={c['K']})" + (f", seed {c['seed']}" if c.get("seed") else "")
+        ax.plot(seconds, [e for _, e in c["curve"]], marker=".", label=label)
+    ax.set_xlabel("training wall time (s)")
+    ax.set_ylabel("test ELBO (nats per image)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return save(fig, path)
+
+
+def snr_bars(rows: Sequence[dict], path: str | Path | None = None) -> Figure:
+    """Encoder and decoder gradient SNR per (guide, estimator, K), log scale."""
+    fig = Figure(figsize=(max(5.0, 0.55 * len(rows) + 1.5), 3.8))
+    ax = fig.subplots()
+    x = torch.arange(len(rows), dtype=torch.float)
+    for offset, part in ((-0.2, "encoder"), (0.2, "decoder")):
+        ax.bar(x + offset, [r[f"{part}_snr"] for r in rows], width=0.4, label=part)
+    ax.set_xticks(x.tolist(), [f"{r['guide']}\n{r['elbo']} K={r['K']}" for r in rows], fontsize=7, rotation=60)
+    ax.set_yscale("log")
+    ax.set_ylabel("gradient SNR |E g| / sd g")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    return save(fig, path)
+
+
 def save_run_plots(run) -> None:
     """Every plot of a finished run, as PNGs in its folder."""
     d, vae, data = run.out_dir, run.vae, run.data

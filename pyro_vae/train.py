@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI
 from tqdm import tqdm
 
 from . import plots
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from .config import RunConfig
 from .data import ImageData, batches, check_images, load_dataset
+from .elbos import build_elbo, check_pair
 from .evaluate import elbo_terms, importance_log_px, summarize
 from .io import atomic_write_text
 from .vae import VAE
@@ -55,7 +56,13 @@ class Run:
 
 def build_vae(config: RunConfig, x_dim: int) -> VAE:
     m = config.model
-    return VAE(x_dim, m.z_dim, m.hidden_dims, m.likelihood)
+    return VAE(x_dim, m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps)
+
+
+def make_svi(config: RunConfig, vae: VAE, optim) -> SVI:
+    """SVI on the VAE's model/guide pair with the configured estimator (default ``Trace_ELBO``)."""
+    t = config.train
+    return SVI(vae.model, vae.guide, optim, build_elbo(t.elbo, t.particles, t.alpha, t.jit))
 
 
 def _beta(config: RunConfig, epoch: int) -> float:
@@ -67,7 +74,13 @@ def default_out_dir(config: RunConfig) -> Path:
     return Path("runs") / f"vae-{config.data.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def fit(config: RunConfig | None = None, out_dir: str | Path | None = None, *, progress: bool = True) -> Run:
+def fit(
+    config: RunConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    data: ImageData | None = None,
+) -> Run:
     """Train a VAE from scratch into a new run folder.
 
     Clears Pyro's param store, seeds every RNG with ``config.train.seed``, loads the data onto
@@ -76,7 +89,10 @@ def fit(config: RunConfig | None = None, out_dir: str | Path | None = None, *, p
 
     :param RunConfig config: defaults to ``RunConfig()``.
     :param out_dir: the run folder (default ``runs/vae-<dataset>-<time>``); it must not hold a run.
-    :raises ValueError: for bad config values or data, or an ``out_dir`` that already holds a run.
+    :param ImageData data: already loaded data to train on (e.g. shared by the cells of
+        :func:`pyro_vae.compare.compare`); by default it is loaded from ``config.data``.
+    :raises ValueError: for bad config values or data, an estimator that does not fit the guide,
+        or an ``out_dir`` that already holds a run.
     :raises TrainingDiverged: when the loss becomes NaN or infinite.
     """
     config = config or RunConfig()
@@ -85,12 +101,19 @@ def fit(config: RunConfig | None = None, out_dir: str | Path | None = None, *, p
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
     if (out_dir / CHECKPOINT_NAME).exists() or (out_dir / "config.json").exists():
         raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
-    data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, device)
+    if data is None:
+        data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, device)
+    else:
+        data = data.to(device)
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     vae = build_vae(config, data.x_dim).to(device)
     check_images(data.train_x, name="training images", unit_interval=vae.lik.unit_interval)
     check_images(data.test_x, name="test images", unit_interval=vae.lik.unit_interval)
+    build_elbo(config.train.elbo, config.train.particles, config.train.alpha, config.train.jit)  # checks the names
+    check_pair(config.train.elbo, config.model.guide, vae.model, vae.guide, data.train_x[:2], jit=config.train.jit)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(config.train.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save(out_dir / "config.json")
     optim = pyro.optim.Adam({"lr": config.train.lr})
@@ -147,10 +170,13 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
 
 def _train(run: Run, optim, progress: bool, start_epoch: int = 0) -> Run:
     config, vae, data = run.config, run.vae, run.data
-    svi = SVI(vae.model, vae.guide, optim, Trace_ELBO())
+    svi = make_svi(config, vae, optim)
     ckpt_path = run.out_dir / CHECKPOINT_NAME
     n_train = len(data.train_x)
+    budget = config.train.max_seconds
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
+        if budget is not None and sum(r["seconds"] for r in run.metrics["epochs"]) >= budget:
+            break
         vae.train()
         vae.beta = _beta(config, epoch)
         start = time.perf_counter()

@@ -13,12 +13,15 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from .guides import Encoder, build_head, moments
 from .likelihoods import get_likelihood
 from .nets import MLPDecoder, MLPEncoder
 
 
 class VAE(nn.Module):
-    """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)), q(z|x) = N(μ(x), diag σ²(x)).
+    """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)), q(z|x) = guide head(encoder MLP(x)).
+
+    With the default ``guide="diag"``, q(z|x) = N(μ(x), diag σ²(x)) as in Kingma & Welling.
 
     Both :meth:`model` and :meth:`guide` take ``x`` of shape ``(batch, x_dim)`` and sample the
     latent site ``"z"`` (event shape ``(z_dim,)``) inside ``pyro.plate("data", batch, dim=-1)``;
@@ -29,16 +32,27 @@ class VAE(nn.Module):
     :param int z_dim: latent dimension.
     :param hidden_dims: MLP widths of the encoder; the decoder mirrors them.
     :param str likelihood: a name in :data:`pyro_vae.likelihoods.LIKELIHOODS`.
+    :param str guide: a name in :data:`pyro_vae.guides.GUIDES`.
+    :param int flow_steps: K, for guides that take it (``iaf``).
 
     ``beta`` (default 1) scales the latent site in model and guide through
     ``pyro.poutine.scale``: β·KL in the loss, for KL warm-up.
     """
 
-    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Sequence[int] = (400,), likelihood: str = "bernoulli"):
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int = 20,
+        hidden_dims: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        guide: str = "diag",
+        flow_steps: int = 2,
+    ):
         super().__init__()
-        self.x_dim, self.z_dim = x_dim, z_dim
+        self.x_dim, self.z_dim, self.guide_name = x_dim, z_dim, guide
         self.lik = get_likelihood(likelihood)
-        self.encoder = MLPEncoder(x_dim, z_dim, hidden_dims)
+        body = MLPEncoder(x_dim, hidden_dims)
+        self.encoder = Encoder(body, build_head(guide, body.out_dim, z_dim, flow_steps=flow_steps))
         self.decoder = MLPDecoder(z_dim, x_dim, hidden_dims, self.lik.out_per_pixel)
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
@@ -55,8 +69,7 @@ class VAE(nn.Module):
 
     def posterior(self, x: Tensor) -> dist.TorchDistribution:
         """q(z|x) for ``x`` of shape ``(batch, x_dim)``: batch ``(batch,)``, event ``(z_dim,)``."""
-        loc, scale = self.encoder(x)
-        return dist.Normal(loc, scale).to_event(1)
+        return self.encoder(x)
 
     def _latent_scale(self):
         return contextlib.nullcontext() if self.beta == 1.0 else pyro.poutine.scale(scale=self.beta)
@@ -70,16 +83,15 @@ class VAE(nn.Module):
             pyro.sample("x", self.likelihood(z), obs=x)
 
     def guide(self, x: Tensor) -> None:
-        pyro.module("encoder", self.encoder)
-        with pyro.plate("data", x.shape[0], dim=-1):
-            with self._latent_scale():
-                pyro.sample("z", self.posterior(x))  # (..., batch, z_dim)
+        with self._latent_scale():
+            self.encoder.guide(x)  # site "z" in plate "data": (..., batch, z_dim)
 
     # -- helpers
     @torch.no_grad()
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """:returns: the loc and scale of q(z|x), each ``(batch, z_dim)``."""
-        return self.encoder(x)
+        """:returns: the mean and marginal standard deviation of q(z|x), each ``(batch, z_dim)``
+        (Monte Carlo estimates for flow guides)."""
+        return moments(self.posterior(x))
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:

@@ -49,7 +49,13 @@ def test_train_writes_a_run_folder(run_dir, capsys):
         "manifold.png",
     } <= names
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["model"] == {"z_dim": 2, "hidden_dims": [64], "likelihood": "bernoulli"}
+    assert config["model"] == {
+        "z_dim": 2,
+        "hidden_dims": [64],
+        "likelihood": "bernoulli",
+        "guide": "diag",
+        "flow_steps": 2,
+    }
     assert config["data"]["pixels"] == "continuous"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2 and metrics["final"]["is_num_samples"] == 10
@@ -95,6 +101,19 @@ def test_sample_writes_png(run_dir, tmp_path):
         (["train", "--data-dir", "{tmp}/nothing", "--out", "{tmp}/r"], "is not a folder"),
         (["evaluate", "{tmp}/nowhere"], "holds no run (no config.json)"),
         (["sample", "{run}", "--num", "0", "--out", "{tmp}/s.png"], "--num must be a positive integer, got 0"),
+        (["train", "--guide", "gauss"], ("invalid choice: 'gauss'", "'diag'", "'fullcov'", "'iaf'")),
+        (["train", "--elbo", "vimco"], ("invalid choice: 'vimco'", "'trace'", "'iwae'", "'dreg'")),
+        (
+            ["train", "--guide", "iaf", "--elbo", "meanfield", "--out", "{tmp}/r"],
+            "estimator 'meanfield' does not fit guide 'iaf': TraceMeanField_ELBO needs a closed-form KL",
+        ),
+        (
+            ["train", "--guide", "diag-score", "--elbo", "dreg", "--out", "{tmp}/r"],
+            "estimator 'dreg' does not fit guide 'diag-score': it needs a reparameterized guide",
+        ),
+        (["train", "--elbo", "stl", "--jit", "--out", "{tmp}/r"], "estimator 'stl' has no JIT variant"),
+        (["compare", "--guides", "diag,nope", "--out", "{tmp}/c"], "unknown guide 'nope'; choose one of diag"),
+        (["compare", "--elbos", "iwae:x", "--out", "{tmp}/c"], "bad estimator entry 'iwae:x'; write NAME or NAME:K"),
         (
             ["evaluate", "{run}", "--data-dir", "{tmp}/small"],
             "test images have shape (1, 8, 8) but the run was trained on (1, 28, 28)",
@@ -139,6 +158,6 @@ def test_existing_out_refused_without_damage(run_dir):
 
 
 def test_every_subcommand_has_help():
-    for sub in ("train", "evaluate", "sample"):
+    for sub in ("train", "evaluate", "sample", "compare"):
         proc = run_cli(sub, "--help")
         assert proc.returncode == 0 and "--device" in proc.stdout

@@ -1,0 +1,245 @@
+"""Compare guides × estimators on equal footing: the same data, budget and seeds.
+
+Each cell (guide, estimator, K, seed) is an ordinary run folder under ``OUT/cells/``, trained by
+:func:`pyro_vae.fit` and then measured: test ELBO, importance-sampled log p(x), their gap, active
+units, encoder and decoder gradient SNR of the cell's own estimator, and seconds per epoch. A cell
+whose ``cell.json`` exists is kept, so a rerun after an interruption skips it (a cell stopped
+mid-training resumes from its checkpoint). ``results.csv``, ``results.md`` and the plots are
+rewritten from all cells at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+
+from . import plots
+from .checkpoint import CHECKPOINT_NAME
+from .config import RunConfig
+from .data import load_dataset
+from .diagnostics import active_units, gradient_snr
+from .elbos import build_elbo, get_elbo
+from .guides import get_guide
+from .io import atomic_write_text
+from .train import fit, resolve_device, resume
+
+COLUMNS = [
+    "guide",
+    "elbo",
+    "K",
+    "pixels",
+    "seeds",
+    "epochs",
+    "test_elbo",
+    "is_log_px",
+    "is_K",
+    "gap",
+    "active_units",
+    "encoder_snr",
+    "decoder_snr",
+    "seconds_per_epoch",
+]
+_MEASURED = ["test_elbo", "is_log_px", "gap", "active_units", "encoder_snr", "decoder_snr", "seconds_per_epoch"]
+
+
+@dataclass
+class CompareConfig:
+    """A grid of cells; every cell shares ``base`` (data, model, optimizer, epochs or seconds).
+
+    ``elbos`` entries may carry their own K as ``"iwae:50"``; otherwise ``base.train.particles``.
+    """
+
+    guides: Sequence[str] = ("diag",)
+    elbos: Sequence[str] = ("trace",)
+    seeds: Sequence[int] = (0,)
+    base: RunConfig = field(default_factory=RunConfig)
+    snr_estimates: int = 64  # gradient draws per cell for the SNR
+    snr_batch_size: int = 128  # the fixed training minibatch the SNR is measured on
+
+    def cells(self) -> list[tuple[str, str, int, int]]:
+        """(guide, estimator, K, seed) for every cell; checks every name first."""
+        out = []
+        for guide in self.guides:
+            get_guide(guide)
+            for entry in self.elbos:
+                name, _, k = entry.partition(":")
+                get_elbo(name)
+                try:
+                    particles = int(k) if k else self.base.train.particles
+                except ValueError:
+                    raise ValueError(f"bad estimator entry {entry!r}; write NAME or NAME:K, e.g. iwae:50") from None
+                out.extend((guide, name, particles, seed) for seed in self.seeds)
+        if not out:
+            raise ValueError("the grid is empty; give at least one guide, one estimator and one seed")
+        return out
+
+
+def cell_name(guide: str, elbo: str, particles: int, seed: int) -> str:
+    return f"{guide}-{elbo}-K{particles}-seed{seed}"
+
+
+def run_cell(cfg: CompareConfig, guide: str, elbo: str, particles: int, seed: int, cell_dir: Path, data, progress):
+    """Train (or resume) one cell and measure it; writes and returns ``cell.json``'s dict."""
+    config = RunConfig.from_dict(cfg.base.to_dict())
+    config.model.guide, config.train.elbo, config.train.particles, config.train.seed = guide, elbo, particles, seed
+    identity = {"guide": guide, "elbo": elbo, "K": particles, "seed": seed, "pixels": config.data.pixels}
+    try:
+        if (cell_dir / CHECKPOINT_NAME).exists():
+            run = resume(cell_dir, progress=progress)
+        else:
+            run = fit(config, cell_dir, progress=progress, data=data)
+    except ValueError as e:
+        if "does not fit" not in str(e) and "JIT" not in str(e):
+            raise
+        result = {**identity, "error": str(e)}
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cell_dir / "cell.json", json.dumps(result, indent=2) + "\n")
+        return result
+    vae, final = run.vae, run.metrics["final"]
+    n_active, _ = active_units(vae.posterior, run.data.test_x)
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(run.data.train_x), generator=gen)[: cfg.snr_batch_size].to(run.data.train_x.device)
+    pyro.set_rng_seed(seed)
+    snr = gradient_snr(
+        build_elbo(elbo, particles, config.train.alpha),
+        vae.model,
+        vae.guide,
+        {"encoder": vae.encoder.parameters(), "decoder": vae.decoder.parameters()},
+        run.data.train_x[rows],
+        num_estimates=cfg.snr_estimates,
+    )
+    epochs = run.metrics["epochs"]
+    result = {
+        **identity,
+        "epochs": len(epochs),
+        "test_elbo": final["elbo"],
+        "is_log_px": final["is_log_px"],
+        "is_K": final["is_num_samples"],
+        "gap": final["gap"],
+        "active_units": n_active,
+        "encoder_snr": snr["encoder"]["snr"],
+        "decoder_snr": snr["decoder"]["snr"],
+        "encoder_grad_variance": snr["encoder"]["variance"],
+        "decoder_grad_variance": snr["decoder"]["variance"],
+        "seconds_per_epoch": statistics.mean(r["seconds"] for r in epochs),
+        "curve": [(r["seconds"], r["test_elbo"]) for r in epochs],
+    }
+    atomic_write_text(cell_dir / "cell.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def compare(cfg: CompareConfig, out_dir: str | Path, *, progress: bool = False, log=_print) -> list[dict]:
+    """Run every cell of the grid into ``out_dir`` and write the tables and plots.
+
+    :returns: one row per (guide, estimator, K), seeds aggregated as mean and sd.
+    """
+    cfg.base.validate()
+    cells = cfg.cells()
+    out_dir = Path(out_dir)
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+    cfg.base.save(out_dir / "base_config.json")
+    data = None
+    results = []
+    for guide, elbo, particles, seed in cells:
+        cell_dir = out_dir / "cells" / cell_name(guide, elbo, particles, seed)
+        if (cell_dir / "cell.json").is_file():
+            result = json.loads((cell_dir / "cell.json").read_text())
+            log(f"{cell_dir.name}: kept from an earlier run")
+        else:
+            if data is None:
+                d = cfg.base.data
+                data = load_dataset(d.dataset, d.data_dir, d.pixels, resolve_device(cfg.base.train.device))
+            result = run_cell(cfg, guide, elbo, particles, seed, cell_dir, data, progress)
+            log(_one_line(cell_dir.name, result))
+        results.append(result)
+    rows = aggregate(results)
+    write_results(rows, results, out_dir)
+    return rows
+
+
+def _one_line(name: str, r: dict) -> str:
+    if "error" in r:
+        return f"{name}: skipped: {r['error']}"
+    return (
+        f"{name}: test ELBO {r['test_elbo']:.2f}, IS log p(x) {r['is_log_px']:.2f} (K={r['is_K']}), "
+        f"gap {r['gap']:.2f}, {r['active_units']} active units, {r['seconds_per_epoch']:.1f} s/epoch"
+    )
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    """Group cells by (guide, estimator, K): the mean and, with several seeds, the sd of each metric."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["guide"], r["elbo"], r["K"]), []).append(r)
+    rows = []
+    for (guide, elbo, k), cells in groups.items():
+        row = {"guide": guide, "elbo": elbo, "K": k, "pixels": cells[0]["pixels"], "seeds": len(cells)}
+        ok = [c for c in cells if "error" not in c]
+        if not ok:
+            rows.append({**row, "error": cells[0]["error"]})
+            continue
+        row["epochs"] = ok[0]["epochs"]
+        row["is_K"] = ok[0]["is_K"]
+        for key in _MEASURED:
+            values = [float(c[key]) for c in ok]
+            row[key] = statistics.mean(values)
+            row[key + "_sd"] = statistics.stdev(values) if len(values) > 1 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def _fmt(row: dict, key: str, digits: int = 2) -> str:
+    value, sd = row[key], row.get(key + "_sd", float("nan"))
+    return f"{value:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}")
+
+
+def results_markdown(rows: list[dict]) -> str:
+    """The comparison table; ± is the sd over seeds (absent with one seed)."""
+    header = (
+        "| guide | elbo | K | pixels | test ELBO | IS log p(x) | gap | active units | encoder SNR | decoder SNR "
+        "| s/epoch |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['guide']} | {r['elbo']} | {r['K']} | {r['pixels']} | n/a: {r['error']} |||||||")
+            continue
+        lines.append(
+            f"| {r['guide']} | {r['elbo']} | {r['K']} | {r['pixels']} | {_fmt(r, 'test_elbo')} "
+            f"| {_fmt(r, 'is_log_px')} (K={r['is_K']}) | {_fmt(r, 'gap')} | {_fmt(r, 'active_units', 1)} "
+            f"| {_fmt(r, 'encoder_snr', 3)} | {_fmt(r, 'decoder_snr', 3)} | {_fmt(r, 'seconds_per_epoch', 1)} |"
+        )
+    return header + "\n".join(lines) + "\n"
+
+
+def results_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    fields = COLUMNS + [k + "_sd" for k in _MEASURED] + ["error"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    return buf.getvalue()
+
+
+def write_results(rows: list[dict], results: list[dict], out_dir: Path) -> None:
+    """``results.md``, ``results.csv``, ``elbo_vs_time.png`` and ``gradient_snr.png``, atomically."""
+    atomic_write_text(out_dir / "results.md", results_markdown(rows))
+    atomic_write_text(out_dir / "results.csv", results_csv(rows))
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        plots.elbo_vs_time(ok, out_dir / "elbo_vs_time.png")
+        plots.snr_bars([r for r in rows if "error" not in r], out_dir / "gradient_snr.png")
