@@ -99,7 +99,7 @@ def elbo_vs_time(cells: Sequence[dict], path: str | Path | None = None) -> Figur
     ax = fig.subplots()
     for c in cells:
         seconds = torch.tensor([s for s, _ in c["curve"]]).cumsum(0)
-        label = f"{c['guide']} + {c['elbo']} (K={c['K']})" + (f", seed {c['seed']}" if c.get("seed") else "")
+        label = f"{c['guide']} + {c['elbo']} (K={c['K']})" + (f", seed {c['seed']}" if "seed" in c else "")
         ax.plot(seconds, [e for _, e in c["curve"]], marker=".", label=label)
     ax.set_xlabel("training wall time (s)")
     ax.set_ylabel("test ELBO (nats per image)")

@@ -161,3 +161,25 @@ def test_every_subcommand_has_help():
     for sub in ("train", "evaluate", "sample", "compare"):
         proc = run_cli(sub, "--help")
         assert proc.returncode == 0 and "--device" in proc.stdout
+
+
+def test_compare_end_to_end(tmp_path, capsys):
+    folder = tmp_path / "idx"
+    write_idx_folder(folder, n_train=64, n_test=32)
+    out = tmp_path / "cmp"
+    args = [
+        "compare",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(folder),
+        "--guides",
+        "diag,iaf",
+        "--elbos",
+        "trace,dreg:2",
+    ]
+    args += ["--z-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--num-samples", "4", "--snr-estimates", "3"]
+    assert main([*args, "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| iaf | dreg | 2 | continuous |" in printed and "wrote" in printed
+    assert len(list((out / "cells").iterdir())) == 4 and (out / "results.csv").is_file()
