@@ -213,7 +213,8 @@ def test_importance_log_px_matches_exact_for_every_guide(guide):
     x = lg.sample(50, seed=2)
     encoder = amortized_guide(lg, guide)
     elbo = "trace" if guide == "diag-score" else "stl"
-    svi = SVI(lg.model, encoder.guide, pyro.optim.Adam({"lr": 0.05}), build_elbo(elbo))
+    lr = 0.01 if guide == "iaf" else 0.05  # the flow's gated steps diverge at the higher rate
+    svi = SVI(lg.model, encoder.guide, pyro.optim.Adam({"lr": lr}), build_elbo(elbo))
     for _ in range(300):
         svi.step(x)
     err = importance_log_px(lg.model, encoder.guide, x, num_samples=2000) - lg.log_px(x)
