@@ -1063,8 +1063,9 @@ for name, r in table.items():
 How to read the table:
 
 - **The gap** is, in expectation, a lower bound on the average KL(q(z|x) ‖ p(z|x)) under each model's own
-  decoder. A richer family can follow the true posterior more closely, so expect `fullcov` and `iaf` to leave a
-  smaller gap than `diag`, but by far less than the testbed's 1 nat. Two reasons (Cremer et al. 2018): the decoder
+  decoder. A richer family can follow the true posterior more closely, but on MNIST the gain is far smaller than
+  the testbed's 1 nat, and not guaranteed: in the committed run `iaf` leaves a smaller gap than `diag`, `fullcov`
+  a larger one. Two reasons (Cremer et al. 2018): the decoder
   is trained with the encoder and learns posteriors that the encoder can express (a mean-field guide pushes it
   towards nearly factorized ones), and part of the gap is the **amortization gap**, one encoder network for all
   images, which no family removes.
@@ -1225,7 +1226,7 @@ What to look for in the table and the lines above:
   So expect the IWAE-trained cells to have a higher IS log p(x) (a better decoder, the thing the bound is about)
   but a lower test ELBO and a larger gap than `trace`; the differences are of the order of a nat here, comparable
   with the spread between seeds, so rerun the grid with `seeds=[0, 1, 2]` before relying on a small one.
-- **What it costs.** About twice the time per epoch for five particles (they are vectorized, so well under 5×),
+- **What it costs.** About three times the time per epoch for five particles here (they are vectorized, so under 5×),
   and a weaker encoder gradient (below).
 - `stl` optimizes the same bound as `trace`, with a lower-variance encoder gradient; on a network far from its
   optimum the difference is small.
