@@ -1,4 +1,11 @@
-"""Training: SVI with Trace_ELBO and Adam, one checkpoint per epoch, exact resume.
+"""Training: stochastic variational inference with Trace_ELBO and Adam, one checkpoint per epoch,
+exact resume.
+
+Each step is what ``pyro.infer.SVI.step`` does, written out so that the fast path is the default
+(``benchmarks/step_overhead.py``): the estimator's ``loss_and_grads`` (the backward pass inside),
+then one fused ``torch.optim.Adam`` over all of the VAE's parameters, where ``pyro.optim.Adam``
+would run one optimizer per parameter tensor. Pyro's argument validation runs on the first batch
+(:func:`pyro_vae.elbos.check_pair`) and is off inside the batch loop.
 
 A run folder holds ``config.json``, ``metrics.json``, ``checkpoint.pt`` and the plots.
 """
@@ -14,7 +21,6 @@ from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import SVI
 from tqdm import tqdm
 
 from . import plots
@@ -59,10 +65,31 @@ def build_vae(config: RunConfig, x_dim: int) -> VAE:
     return VAE(x_dim, m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps)
 
 
-def make_svi(config: RunConfig, vae: VAE, optim) -> SVI:
-    """SVI on the VAE's model/guide pair with the configured estimator (default ``Trace_ELBO``)."""
-    t = config.train
-    return SVI(vae.model, vae.guide, optim, build_elbo(t.elbo, t.particles, t.alpha, t.jit))
+def make_optimizer(vae: VAE, lr: float) -> torch.optim.Adam:
+    """One ``torch.optim.Adam`` over every parameter of ``vae``, fused on CPU and CUDA."""
+    params = list(vae.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
+def load_optimizer_state(optimizer: torch.optim.Adam, vae: VAE, state: dict) -> None:
+    """Restore ``optimizer`` from a checkpoint's ``optimizer`` entry.
+
+    Checkpoints written before pyro_vae stepped one fused Adam hold ``pyro.optim.Adam``'s state
+    instead, one Adam state per Pyro param name (``"decoder$$$net.0.weight"``); it is mapped onto
+    the VAE's parameters, so those runs resume where they stopped.
+    """
+    if "param_groups" not in state:  # pyro.optim.PyroOptim.get_state()
+        names = [name.replace(".", "$$$", 1) for name, _ in vae.named_parameters()]
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise CheckpointError(f"checkpoint optimizer state lacks {missing[0]!r}; it was written by another model")
+        fresh = optimizer.state_dict()
+        state = {
+            "state": {i: state[n]["state"][0] for i, n in enumerate(names) if state[n]["state"]},
+            "param_groups": fresh["param_groups"],
+        }
+    optimizer.load_state_dict(state)
 
 
 def _beta(config: RunConfig, epoch: int) -> float:
@@ -116,9 +143,10 @@ def fit(
     pyro.set_rng_seed(config.train.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save(out_dir / "config.json")
-    optim = pyro.optim.Adam({"lr": config.train.lr})
     metrics = {"data": data.describe(), "epochs": []}
-    return _train(Run(out_dir, config, vae, data, metrics, data.image_shape), optim, progress)
+    return _train(
+        Run(out_dir, config, vae, data, metrics, data.image_shape), make_optimizer(vae, config.train.lr), progress
+    )
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True) -> tuple[Run, dict]:
@@ -161,16 +189,17 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
     run, ckpt = load_run(run_dir, device or (config.train.device if config else "auto"))
     run.config = config
     pyro.clear_param_store()
-    optim = pyro.optim.Adam({"lr": config.train.lr})
-    optim.set_state(ckpt["optimizer"])
+    optim = make_optimizer(run.vae, config.train.lr)
+    load_optimizer_state(optim, run.vae, ckpt["optimizer"])
     set_rng_state(ckpt["rng"])
     config.save(run.out_dir / "config.json")
     return _train(run, optim, progress, start_epoch=ckpt["epoch"])
 
 
-def _train(run: Run, optim, progress: bool, start_epoch: int = 0) -> Run:
+def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: int = 0) -> Run:
     config, vae, data = run.config, run.vae, run.data
-    svi = make_svi(config, vae, optim)
+    t = config.train
+    elbo = build_elbo(t.elbo, t.particles, t.alpha, t.jit)
     ckpt_path = run.out_dir / CHECKPOINT_NAME
     n_train = len(data.train_x)
     budget = config.train.max_seconds
@@ -189,10 +218,13 @@ def _train(run: Run, optim, progress: bool, start_epoch: int = 0) -> Run:
             leave=False,
         )
         for step, (x,) in enumerate(bar, 1):
-            loss = svi.step(x)
+            with pyro.validation_enabled(False):  # checked on the first batch by check_pair
+                loss = elbo.loss_and_grads(vae.model, vae.guide, x)  # -ELBO, summed over the batch
             if not math.isfinite(loss):
                 kept = f"last good checkpoint: {ckpt_path} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint yet"
                 raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, step {step}; {kept}. Try a lower --lr")
+            optim.step()
+            optim.zero_grad()
             total += loss
             if step % 10 == 0:
                 bar.set_postfix(elbo=f"{-total / min(step * config.train.batch_size, n_train):.1f}")
@@ -220,7 +252,7 @@ def _train(run: Run, optim, progress: bool, start_epoch: int = 0) -> Run:
             epoch=epoch,
             config=config.to_dict(),
             model=vae.state_dict(),
-            optimizer=optim.get_state(),
+            optimizer=optim.state_dict(),
             history=run.metrics["epochs"],
             image_shape=list(run.image_shape),
         )

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from pyro.infer import SVI
+from pyro.infer import Trace_ELBO
 
 import pyro_vae
 from pyro_vae.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
@@ -60,23 +60,49 @@ def test_resume_equals_uninterrupted(tmp_path, pixels):
     assert RunConfig.load(tmp_path / "cut" / "config.json").train.epochs == 4
 
 
+def test_resume_reads_pyro_optim_checkpoints(tmp_path):
+    """Checkpoints from before the fused-Adam step hold ``pyro.optim.Adam.get_state()``: one Adam
+    state per Pyro param name. Rewritten in that format, a checkpoint resumes to the same weights."""
+    cfg = small_config(epochs=1)
+    fit(cfg, tmp_path / "new", progress=False)
+    ckpt = load_checkpoint(tmp_path / "new" / CHECKPOINT_NAME)
+    names = [
+        name.replace(".", "$$$", 1) for name, _ in load_run(tmp_path / "new", with_data=False)[0].vae.named_parameters()
+    ]
+    groups = ckpt["optimizer"]["param_groups"][0]
+    ckpt["optimizer"] = {
+        n: {"state": {0: ckpt["optimizer"]["state"][i]}, "param_groups": [{**groups, "params": [0]}]}
+        for i, n in enumerate(names)
+    }
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text((tmp_path / "new" / "config.json").read_text())
+    torch.save(ckpt, tmp_path / "old" / CHECKPOINT_NAME)
+    a, b = resume(tmp_path / "new", epochs=2, progress=False), resume(tmp_path / "old", epochs=2, progress=False)
+    for (name, p), (_, q) in zip(a.vae.state_dict().items(), b.vae.state_dict().items()):
+        assert torch.equal(p, q), name
+    del ckpt["optimizer"][names[0]]
+    torch.save(ckpt, tmp_path / "old" / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="optimizer state lacks 'encoder\\$\\$\\$"):
+        resume(tmp_path / "old", epochs=3, progress=False)
+
+
 def test_nan_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     cfg = small_config(epochs=3)
-    real_step, calls = SVI.step, {"n": 0}
+    real_step, calls = Trace_ELBO.loss_and_grads, {"n": 0}
     steps_per_epoch = math.ceil(4000 / cfg.train.batch_size)
 
     def step(self, *args):
         calls["n"] += 1
         return float("nan") if calls["n"] == steps_per_epoch + 3 else real_step(self, *args)
 
-    monkeypatch.setattr(SVI, "step", step)
+    monkeypatch.setattr(Trace_ELBO, "loss_and_grads", step)
     with pytest.raises(
         TrainingDiverged, match=r"loss became nan at epoch 2, step 3; last good checkpoint: .* \(epoch 1\)"
     ):
         fit(cfg, tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["epoch"] == 1
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == 1
-    monkeypatch.setattr(SVI, "step", real_step)
+    monkeypatch.setattr(Trace_ELBO, "loss_and_grads", real_step)
     assert resume(tmp_path / "run", progress=False).metrics["epochs"][-1]["epoch"] == 3
 
 
