@@ -196,6 +196,24 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
     return _train(run, optim, progress, start_epoch=ckpt["epoch"])
 
 
+def train_step(elbo, vae: VAE, optimizer: torch.optim.Optimizer, *args: torch.Tensor) -> float:
+    """One training step on a batch: ``elbo.loss_and_grads`` on the VAE's model/guide pair, then
+    ``optimizer.step()`` and ``zero_grad()``; what ``pyro.infer.SVI.step`` does, with a torch optimizer.
+
+    Pyro's argument validation is off for the step (the first batch is checked by
+    :func:`pyro_vae.elbos.check_pair`). The parameters are left as they were when the loss is not finite.
+
+    :param args: the model's arguments, e.g. ``x`` of shape ``(batch, x_dim)``.
+    :returns: the loss, −ELBO summed over the batch (nats).
+    """
+    with pyro.validation_enabled(False):
+        loss = elbo.loss_and_grads(vae.model, vae.guide, *args)
+    if math.isfinite(loss):
+        optimizer.step()
+    optimizer.zero_grad()
+    return loss
+
+
 def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: int = 0) -> Run:
     config, vae, data = run.config, run.vae, run.data
     t = config.train
@@ -218,13 +236,10 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
             leave=False,
         )
         for step, (x,) in enumerate(bar, 1):
-            with pyro.validation_enabled(False):  # checked on the first batch by check_pair
-                loss = elbo.loss_and_grads(vae.model, vae.guide, x)  # -ELBO, summed over the batch
+            loss = train_step(elbo, vae, optim, x)
             if not math.isfinite(loss):
                 kept = f"last good checkpoint: {ckpt_path} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint yet"
                 raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, step {step}; {kept}. Try a lower --lr")
-            optim.step()
-            optim.zero_grad()
             total += loss
             if step % 10 == 0:
                 bar.set_postfix(elbo=f"{-total / min(step * config.train.batch_size, n_train):.1f}")
@@ -293,6 +308,8 @@ __all__ = [
     "resume",
     "load_run",
     "finish",
+    "train_step",
+    "make_optimizer",
     "final_metrics",
     "resolve_device",
     "Run",
