@@ -272,10 +272,10 @@ def check_reference(vae: pyro_vae.VAE, ref: TorchVAE, x: Tensor, seed: int = 0) 
     return err
 
 
-def new_vae(z_dim: int = 50, hidden_dims: Sequence[int] = (400,), seed: int = 0) -> pyro_vae.VAE:
-    """The benchmark model, pyro_vae.VAE(784, z_dim, hidden_dims), with weights drawn from ``seed``."""
+def new_vae(z_dim: int = 50, hidden_dims: Sequence[int] = (400,), seed: int = 0, guide: str = "diag") -> pyro_vae.VAE:
+    """The benchmark model, pyro_vae.VAE(784, z_dim, hidden_dims, guide=guide), with weights drawn from ``seed``."""
     torch.manual_seed(seed)
-    return pyro_vae.VAE(X_DIM, z_dim=z_dim, hidden_dims=tuple(hidden_dims))
+    return pyro_vae.VAE(X_DIM, z_dim=z_dim, hidden_dims=tuple(hidden_dims), guide=guide)
 
 
 # ----------------------------------------------------------------------------- Pyro helpers
@@ -285,24 +285,13 @@ def adam_args(lr: float, fused: bool = False) -> dict:
     return {"lr": lr, "fused": True} if fused else {"lr": lr}
 
 
-def pyro_vae_svi(vae: pyro_vae.VAE, lr: float = 1e-3, jit: bool = False, fused: bool = False) -> tuple[SVI, str]:
-    """The SVI that ``pyro-vae train`` builds for the default config (Trace_ELBO, ``pyro.optim.Adam``).
-
-    Uses ``pyro_vae.train.make_svi`` (the estimator registry) where it exists, else the original
-    ``SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())``. ``fused`` passes
-    ``fused=True`` to the Adam that ``pyro.optim.Adam`` makes for each parameter tensor.
-
-    :returns: the SVI and a line saying which of the two built it.
-    """
-    optim = pyro.optim.Adam(adam_args(lr, fused))
-    make_svi = getattr(pyro_vae.train, "make_svi", None)
-    if make_svi is None:
-        elbo = JitTrace_ELBO(ignore_jit_warnings=True) if jit else Trace_ELBO()
-        return SVI(vae.model, vae.guide, optim, elbo), f"SVI(..., {type(elbo).__name__}()) as in train._train"
-    config = pyro_vae.RunConfig()
-    config.train.lr, config.train.jit = lr, jit
-    svi = make_svi(config, vae, optim)
-    return svi, f"pyro_vae.train.make_svi(RunConfig(), ...): {type(svi.loss.__self__).__name__}"
+def tutorial_svi(vae: pyro_vae.VAE, lr: float = 1e-3, jit: bool = False, fused: bool = False) -> SVI:
+    """SVI as Pyro's VAE tutorial writes it: ``SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}),
+    Trace_ELBO())`` (``JitTrace_ELBO`` with ``jit``), stepped by ``svi.step(x)``. pyro_vae trained this way
+    before its own step (``pyro_vae.train.train_step``). ``fused`` passes ``fused=True`` to the Adam that
+    ``pyro.optim.Adam`` makes for each parameter tensor."""
+    elbo = JitTrace_ELBO(ignore_jit_warnings=True) if jit else Trace_ELBO()
+    return SVI(vae.model, vae.guide, pyro.optim.Adam(adam_args(lr, fused)), elbo)
 
 
 def own_param_store(fn: Callable) -> Callable:

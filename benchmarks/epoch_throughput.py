@@ -1,15 +1,18 @@
 """One training epoch on full Fashion-MNIST: pyro_vae's data path against Pyro's VAE tutorial pipeline.
 
-Same model (pyro_vae.VAE(784, z_dim=50, hidden_dims=(400,)), same initial weights), same SVI (Trace_ELBO,
-pyro.optim.Adam lr 1e-3), batch 128; only the data path differs:
+Same model (pyro_vae.VAE(784, z_dim=50, hidden_dims=(400,)), same initial weights), same loss (Trace_ELBO)
+and Adam at lr 1e-3, batch 128:
 
-- ``pyro_vae``: the whole training set is one float tensor on the device, batched by shuffled indices
-  (``pyro_vae.data.batches``), the loop of pyro_vae.train._train (``svi.step``, ``math.isfinite``, sum);
+- ``pyro_vae``: as ``pyro-vae train`` runs: the whole training set is one float tensor on the device,
+  batched by shuffled indices (``pyro_vae.data.batches``), each batch one ``pyro_vae.train.train_step``
+  (the ``pyro_vae`` step of ``step_overhead.py``: fused torch Adam, validation off);
 - ``tutorial``: Pyro's VAE tutorial pipeline: ``torchvision.datasets.FashionMNIST`` with
   ``transforms.ToTensor()`` per image and a ``DataLoader(batch_size, shuffle=True, num_workers=1,
-  pin_memory=on CUDA)``, a fresh iterator (and worker) per epoch, ``svi.step(x.reshape(-1, 784))``;
+  pin_memory=on CUDA)``, a fresh iterator (and worker) per epoch, and the tutorial's step
+  ``svi.step(x.reshape(-1, 784))`` (SVI, ``pyro.optim.Adam``; the ``svi`` step of ``step_overhead.py``);
 - ``tutorial-workers0``: the same with ``num_workers=0`` (everything in the training process);
-- ``pyro_vae+<step>``: pyro_vae's batching with a faster step from ``step_overhead.py`` (``--steps``).
+- ``pyro_vae+<step>``: pyro_vae's batching with another step from ``step_overhead.py`` (``--steps``;
+  ``--steps svi`` separates the data path's share from the step's).
 
 Epochs are interleaved round-robin in one process (each contender keeps its own model, optimizer and
 Pyro param store); speed-ups are medians over rounds of time(tutorial) / time(contender). The data path
@@ -125,10 +128,15 @@ def main() -> None:
         vae0 = new_vae(seed=args.seed).to(device)
         records: dict[str, list[float]] = {}
         contenders = {}
-        sources = {"pyro_vae": tensor_batches, "tutorial": loader_batches(1), "tutorial-workers0": loader_batches(0)}
-        for name, make in sources.items():
+        sources = {
+            "pyro_vae": ("pyro_vae", tensor_batches),
+            "tutorial": ("svi", loader_batches(1)),
+            "tutorial-workers0": ("svi", loader_batches(0)),
+        }
+        for name, (step_name, make) in sources.items():
             records[name] = []
-            contenders[name] = epoch(STEPS["pyro_vae"](copy.deepcopy(vae0), args.lr), make, args.limit, records[name])
+            step = STEPS[step_name](copy.deepcopy(vae0), args.lr)
+            contenders[name] = epoch(step, make, args.limit, records[name])
         for step_name in args.steps:
             name = f"pyro_vae+{step_name}"
             records[name] = []

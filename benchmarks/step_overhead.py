@@ -7,11 +7,16 @@ Trace_ELBO computes it), with Adam at lr 1e-3:
 
 - ``torch``: :class:`common.TorchVAE`, the same networks written in plain PyTorch, ``torch.optim.Adam``
   (default settings), the loss summed on the device (no ``.item()`` per step). The baseline.
-- ``pyro_vae``: exactly pyro_vae.train._train's step: the SVI that pyro_vae builds (Trace_ELBO,
-  ``pyro.optim.Adam``, which makes one torch Adam per parameter tensor), ``loss = svi.step(x)``,
-  ``math.isfinite(loss)``, ``total += loss``. Validation on (Pyro's default unless ``python -O``).
+- ``pyro_vae``: exactly the step of ``pyro-vae train``: ``pyro_vae.train.train_step`` with the estimator
+  that ``pyro_vae.elbos.build_elbo`` builds for the default config (Trace_ELBO) and the optimizer of
+  ``pyro_vae.train.make_optimizer`` (one fused ``torch.optim.Adam``): ``loss_and_grads`` with validation
+  off, ``optimizer.step()``, ``zero_grad()``; ``math.isfinite(loss)`` and ``total += loss`` as ``_train``.
+  ``pyro_vae-jit``: the same with ``--jit`` (JitTrace_ELBO).
+- ``svi``: the step of Pyro's VAE tutorial, and of pyro_vae before ``train_step``: ``SVI(model, guide,
+  pyro.optim.Adam, Trace_ELBO())`` (``pyro.optim.Adam`` makes one torch Adam per parameter tensor),
+  ``loss = svi.step(x)``. Validation on (Pyro's default unless ``python -O``).
 - ``svi-novalidate``: the same under ``pyro.validation_enabled(False)``.
-- ``svi-jit``: the same SVI with ``JitTrace_ELBO`` (``--jit``).
+- ``svi-jit``: the same SVI with ``JitTrace_ELBO``.
 - ``diffloss+torch-adam``: ``Trace_ELBO().differentiable_loss`` + one ``torch.optim.Adam`` over
   ``vae.parameters()`` and ``zero_grad()`` (grads set to None, not to fresh zeros as SVI does); the loss
   summed on the device. Validation on. ``-novalidate``: without validation.
@@ -67,16 +72,18 @@ from common import (
     print_footer,
     print_header,
     print_table,
-    pyro_vae_svi,
     quartiles,
     ratio_table,
     setup,
+    tutorial_svi,
 )
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch import Tensor
 
 import pyro_vae
+from pyro_vae.elbos import build_elbo
+from pyro_vae.train import make_optimizer, train_step
 
 BASELINE = "torch"
 Step = Callable[[Tensor], "Tensor | float"]  # one training step on a batch; returns the loss
@@ -97,9 +104,23 @@ def torch_step(vae: pyro_vae.VAE, lr: float, fused: bool = False) -> Step:
     return step
 
 
+def pyro_vae_step(vae: pyro_vae.VAE, lr: float, jit: bool = False) -> Step:
+    """The inner-loop body of ``pyro_vae.train._train``, on the estimator and optimizer pyro_vae builds."""
+    elbo = build_elbo("trace", jit=jit)
+    opt = make_optimizer(vae, lr)
+
+    def step(x):
+        loss = train_step(elbo, vae, opt, x)
+        if not math.isfinite(loss):
+            raise RuntimeError(f"loss became {loss}")
+        return loss
+
+    return own_param_store(step)
+
+
 def svi_step(vae: pyro_vae.VAE, lr: float, jit: bool = False, validate: bool = True, fused: bool = False) -> Step:
-    """pyro_vae.train._train's inner loop body, on the SVI that pyro_vae builds."""
-    svi, _ = pyro_vae_svi(vae, lr, jit=jit, fused=fused)
+    """``svi.step(x)`` on the SVI of Pyro's VAE tutorial (:func:`common.tutorial_svi`)."""
+    svi = tutorial_svi(vae, lr, jit=jit, fused=fused)
 
     def step(x):
         with pyro.validation_enabled(validate):
@@ -164,7 +185,9 @@ def logprob_sum_step(vae: pyro_vae.VAE, lr: float, fused: bool = False) -> Step:
 CONTENDERS: dict[str, Callable[[pyro_vae.VAE, float], Step]] = {
     "torch": torch_step,
     "torch+fused-adam": partial(torch_step, fused=True),
-    "pyro_vae": svi_step,
+    "pyro_vae": pyro_vae_step,
+    "pyro_vae-jit": partial(pyro_vae_step, jit=True),
+    "svi": svi_step,
     "svi-novalidate": partial(svi_step, validate=False),
     "svi-jit": partial(svi_step, jit=True),
     "svi+fused-adam": partial(svi_step, fused=True),
@@ -315,7 +338,6 @@ def main() -> None:
     x_all = load_fashion_mnist(args.data_dir, device).train_x
     vae0 = new_vae(seed=args.seed).to(device)
     err = check_reference(vae0, TorchVAE(vae0), x_all[:64], seed=args.seed)
-    print(f"\npyro_vae's SVI: {pyro_vae_svi(new_vae())[1]}")
     print(f"reference check: TorchVAE reproduces pyro_vae's log weights to {err:.1e} nats (same seed)")
 
     summary, summary_fused = [], []

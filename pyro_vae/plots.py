@@ -98,10 +98,14 @@ def elbo_vs_time(cells: Sequence[dict], path: str | Path | None = None) -> Figur
     """
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
+    # one colour per (estimator, K), one line style per guide: a grid stays readable past 10 cells
+    colours = {k: f"C{i % 10}" for i, k in enumerate(dict.fromkeys((c["elbo"], c["K"]) for c in cells))}
+    styles = {g: ("-", "--", ":", "-.")[i % 4] for i, g in enumerate(dict.fromkeys(c["guide"] for c in cells))}
     for c in cells:
         seconds = torch.tensor([s for s, _ in c["curve"]]).cumsum(0)
         label = f"{c['guide']} + {c['elbo']} (K={c['K']})" + (f", seed {c['seed']}" if "seed" in c else "")
-        ax.plot(seconds, [e for _, e in c["curve"]], marker=".", label=label)
+        colour, style = colours[c["elbo"], c["K"]], styles[c["guide"]]
+        ax.plot(seconds, [e for _, e in c["curve"]], marker=".", label=label, color=colour, linestyle=style)
     ax.set_xlabel("training wall time (s)")
     ax.set_ylabel("test ELBO (nats per image)")
     ax.grid(alpha=0.3)
