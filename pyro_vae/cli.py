@@ -16,18 +16,23 @@ import torch
 from . import plots
 from .checkpoint import CheckpointError
 from .compare import CompareConfig, compare, results_markdown
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from .data import DATASETS, PIXELS, check_images, load_dataset
+from .config import MODEL_NAMES, PRIORS, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .data import DATASETS, PIXELS, check_images, check_labels, load_dataset
 from .elbos import ELBOS
 from .guides import GUIDES
 from .io import atomic_write_text
 from .likelihoods import LIKELIHOODS
+from .nets import NETS
 from .train import DEVICES, TrainingDiverged, final_metrics, fit, load_run, resume
 
 
 def _add_data_flags(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
     p.add_argument("--dataset", choices=list(DATASETS), help=f"dataset name{help_suffix}")
-    p.add_argument("--data-dir", help="folder with the four MNIST-format IDX files (.gz or not), or a torchvision root")
+    p.add_argument(
+        "--data-dir",
+        help="folder with the four MNIST-format IDX files (.gz or not), or a torchvision root; "
+        "for svhn, the folder with train_32x32.mat and test_32x32.mat",
+    )
     p.add_argument("--pixels", choices=PIXELS, help=f"pixel treatment{help_suffix}")
 
 
@@ -62,6 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--hidden-dims", type=int, nargs="+", help=f"MLP widths (default {' '.join(map(str, m.hidden_dims))})"
     )
     tr.add_argument("--likelihood", choices=list(LIKELIHOODS), help=f"pixel likelihood (default {m.likelihood})")
+    tr.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        help=f"vae, cvae (conditional on the label) or ssvae (semi-supervised M2) (default {m.model})",
+    )
+    tr.add_argument("--net", choices=list(NETS), help=f"encoder/decoder networks (default {m.net})")
+    tr.add_argument(
+        "--prior", choices=PRIORS, help="p(z|y) of --model cvae: learned per class or N(0, I) (default learned)"
+    )
+    tr.add_argument(
+        "--labels", type=int, help="--model ssvae: keep N training labels, balanced per class (default all)"
+    )
+    tr.add_argument(
+        "--class-weight",
+        type=float,
+        help=f"--model ssvae: α; each labelled image's −log q(y|x) weighs α·N/N_labelled (default {t.class_weight})",
+    )
     _add_guide_flags(tr)
     tr.add_argument("--epochs", type=int, help=f"total epochs (default {t.epochs}); with --resume, the new total")
     tr.add_argument("--batch-size", type=int, help=f"default {t.batch_size}")
@@ -117,25 +139,42 @@ def build_parser() -> argparse.ArgumentParser:
     sa = sub.add_parser(
         "sample",
         help="a PNG grid of samples from a run",
-        description="Draw z ~ p(z) and save the means of p(x|z) as a PNG grid.",
+        description="Draw z ~ p(z) (p(z|y) for conditional runs) and save the means of p(x|z) as a PNG grid.",
     )
     sa.add_argument("run_dir", metavar="RUN_DIR")
     sa.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
     sa.add_argument("--out", required=True, help="PNG file to write")
     sa.add_argument("--seed", type=int, default=0, help="default 0")
+    sa.add_argument(
+        "--label",
+        type=int,
+        help="class of the samples (cvae, ssvae runs); without it a conditional run draws one row per class",
+    )
     _add_device(sa)
     return parser
 
 
 _RESUMABLE = {"epochs", "device", "quiet", "resume", "command"}
-_MODEL_FLAGS = ("z_dim", "likelihood", "guide", "flow_steps")
-_TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "device", "kl_warmup_epochs", "elbo", "particles", "alpha", "jit")
+_MODEL_FLAGS = ("z_dim", "likelihood", "guide", "flow_steps", "model", "net", "prior")
+_TRAIN_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "device",
+    "kl_warmup_epochs",
+    "elbo",
+    "particles",
+    "alpha",
+    "jit",
+    "class_weight",
+)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig of ``train`` (and ``compare``) flags; flags left out keep the dataclass defaults."""
     pick = {k: v for k, v in vars(args).items() if v is not None}
-    data = DataConfig(**{k: pick[k] for k in ("dataset", "data_dir", "pixels") if k in pick})
+    data = DataConfig(**{k: pick[k] for k in ("dataset", "data_dir", "pixels", "labels") if k in pick})
     model = ModelConfig(**{k: pick[k] for k in _MODEL_FLAGS if k in pick})
     if "hidden_dims" in pick:
         model.hidden_dims = tuple(pick["hidden_dims"])
@@ -159,10 +198,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         run = fit(config_from_args(args), args.out, progress=not args.quiet)
     f = run.metrics["final"]
-    print(
+    px = "log p(x|y)" if f.get("conditional") else "log p(x)"
+    line = (
         f"{run.out_dir}: test ELBO {f['elbo']:.2f} (reconstruction {f['reconstruction']:.2f}, KL {f['kl']:.2f}), "
-        f"IS log p(x) {f['is_log_px']:.2f} (K={f['is_num_samples']}) nats/image, {f['pixels']} pixels"
+        f"IS {px} {f['is_log_px']:.2f} (K={f['is_num_samples']}) nats/image = {f['is_bpd']:.3f} bits/dim, "
+        f"{f['pixels']} pixels"
     )
+    if "generative_accuracy" in f:
+        line += f"; generative classification accuracy {f['generative_accuracy']:.4f}"
+    if "accuracy" in f:
+        line += f"; q(y|x) test accuracy {f['accuracy']:.4f} with {f['labels']} labels"
+        line += f" (baseline classifier {f['baseline_accuracy']:.4f})"
+    print(line)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -171,25 +218,34 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     name = args.dataset or cfg.dataset
     data_dir = args.data_dir if (args.data_dir or args.dataset) else cfg.data_dir
     pixels = args.pixels or cfg.pixels
-    data = load_dataset(name, data_dir, pixels, run.vae.prior_loc.device)
+    data = load_dataset(name, data_dir, pixels, next(run.vae.parameters()).device)
     if data.image_shape != run.image_shape:
         raise ValueError(
             f"test images have shape {data.image_shape} but the run was trained on {tuple(run.image_shape)}; "
             "evaluate on a dataset with the same image shape"
         )
     check_images(data.test_x, name="test images", unit_interval=run.vae.lik.unit_interval)
+    if run.vae.conditional:
+        check_labels(data.test_y, run.vae.num_classes, n=len(data.test_x), name="test labels")
     pyro.set_rng_seed(args.seed)
-    result = final_metrics(run.vae, data.test_x, args.num_samples)
+    result = final_metrics(run.vae, data.test_x, args.num_samples, data.test_y)
     result.update(dataset=name, data_dir=data_dir, pixels=pixels, test_size=len(data.test_x))
+    cond = "|y" if result.get("conditional") else ""
     print(f"{name} test set ({len(data.test_x)} images, {pixels} pixels), nats per image ± standard error:")
     for key, label in (
         ("elbo", "test ELBO"),
-        ("reconstruction", "  reconstruction E_q log p(x|z)"),
-        ("kl", "  KL(q(z|x) || p(z))"),
-        ("is_log_px", f"IS log p(x), K={args.num_samples}"),
+        ("reconstruction", f"  reconstruction E_q log p(x|z{',y' if cond else ''})"),
+        ("kl", f"  KL(q(z|x{',y' if cond else ''}) || p(z{cond}))"),
+        ("is_log_px", f"IS log p(x{cond}), K={args.num_samples}"),
     ):
         print(f"  {label:32s} {result[key]:10.2f} ± {result[key + '_se']:.2f}")
-    print(f"  {'gap log p(x) - ELBO':32s} {result['gap']:10.2f}")
+    print(f"  {f'gap log p(x{cond}) - ELBO':32s} {result['gap']:10.2f}")
+    print(f"  {'bits/dim: ELBO, IS':32s} {result['elbo_bpd']:10.4f}, {result['is_bpd']:.4f}")
+    if "generative_accuracy" in result:
+        k = result["classify_num_samples"]
+        print(f"  {f'generative accuracy, K={k}/class':32s} {result['generative_accuracy']:10.4f}")
+    if "accuracy" in result:
+        print(f"  {'q(y|x) accuracy':32s} {result['accuracy']:10.4f}")
     path = Path(args.run_dir) / "evaluation.json"
     try:
         previous = json.loads(path.read_text()) if path.is_file() else {}
@@ -205,9 +261,26 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if not args.out.lower().endswith(".png"):
         raise ValueError(f"--out must name a .png file, got {args.out}")
     run, _ = load_run(args.run_dir, args.device or "auto", with_data=False)
+    model = run.vae
+    if args.label is not None and not model.conditional:
+        raise ValueError(
+            f"--label needs a conditional run (--model cvae or ssvae); {args.run_dir} is a {run.config.model.model}"
+        )
+    if args.label is not None and not 0 <= args.label < model.num_classes:
+        raise ValueError(
+            f"--label must be a class in 0..{model.num_classes - 1} ({model.num_classes} classes), got {args.label}"
+        )
     torch.manual_seed(args.seed)
-    plots.samples(run.vae, run.image_shape, args.num, path=args.out)
-    print(f"wrote {args.num} samples to {args.out}")
+    if not model.conditional:
+        plots.samples(model, run.image_shape, args.num, path=args.out)
+        print(f"wrote {args.num} samples to {args.out}")
+    elif args.label is not None:
+        plots.save(plots.grid(model.sample(args.num, args.label), run.image_shape), args.out)
+        print(f"wrote {args.num} samples of class {args.label} to {args.out}")
+    else:
+        per_class = max(1, args.num // model.num_classes)
+        plots.class_samples(model, run.image_shape, per_class, path=args.out)
+        print(f"wrote {per_class} samples of each of the {model.num_classes} classes to {args.out}")
 
 
 def _csv(text: str, cast=str) -> list:

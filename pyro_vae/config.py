@@ -9,12 +9,16 @@ from pathlib import Path
 
 from .io import atomic_write_text
 
+MODEL_NAMES = ("vae", "cvae", "ssvae")  # built by pyro_vae.train.MODELS
+PRIORS = ("learned", "standard")  # p(z|y) of the cvae
+
 
 @dataclass
 class DataConfig:
     dataset: str = "mnist-5k"  # a name in pyro_vae.data.DATASETS
     data_dir: str | None = None  # folder with the four IDX files (or a torchvision root)
     pixels: str = "continuous"  # continuous | dynamic | static (see pyro_vae.data.PIXELS)
+    labels: int | None = None  # model="ssvae": keep N training labels, balanced per class (None: all)
 
 
 @dataclass
@@ -24,6 +28,9 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # a name in pyro_vae.likelihoods.LIKELIHOODS
     guide: str = "diag"  # a name in pyro_vae.guides.GUIDES
     flow_steps: int = 2  # K inverse autoregressive flow steps, for guide="iaf"
+    model: str = "vae"  # vae | cvae | ssvae (see pyro_vae.train.MODELS)
+    net: str = "mlp"  # a name in pyro_vae.nets.NETS: mlp | conv
+    prior: str | None = None  # model="cvae": p(z|y) learned | standard (None: learned); others use N(0, I)
 
 
 @dataclass
@@ -40,6 +47,7 @@ class TrainConfig:
     alpha: float = 0.5  # α of elbo="renyi"
     jit: bool = False  # the estimator's JIT variant (trace, meanfield, tracegraph)
     max_seconds: float | None = None  # time budget: stop after the epoch that reaches it (None: epochs only)
+    class_weight: float = 1.0  # model="ssvae": α; each labelled image's −log q(y|x) weighs α·N/N_labelled
 
 
 @dataclass
@@ -96,5 +104,25 @@ class RunConfig:
             raise ValueError(
                 f"max_seconds must be positive (or None for no time budget), got {self.train.max_seconds!r}"
             )
+        m = self.model
+        if m.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {m.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if m.prior is not None and m.model != "cvae":
+            raise ValueError(
+                f"prior applies to model 'cvae' only (a learned or standard p(z|y)), got prior={m.prior!r} "
+                f"with model {m.model!r}; drop --prior or use --model cvae"
+            )
+        if m.prior not in (None, *PRIORS):
+            raise ValueError(f"unknown prior {m.prior!r}; choose one of {', '.join(PRIORS)}")
+        if self.data.labels is not None:
+            if m.model != "ssvae":
+                raise ValueError(
+                    f"labels applies to model 'ssvae' only (semi-supervised), got labels={self.data.labels!r} "
+                    f"with model {m.model!r}; drop --labels or use --model ssvae"
+                )
+            if not isinstance(self.data.labels, int) or self.data.labels < 1:
+                raise ValueError(f"labels must be a positive integer, got {self.data.labels!r}")
+        if not self.train.class_weight >= 0:
+            raise ValueError(f"class_weight must be 0 or positive, got {self.train.class_weight!r}")
         if self.train.kl_warmup_epochs < 0:
             raise ValueError(f"kl_warmup_epochs must be 0 (off) or positive, got {self.train.kl_warmup_epochs!r}")

@@ -1,7 +1,8 @@
 """Datasets by name, held as one tensor each on the training device.
 
-Images are flattened to ``(N, C*H*W)`` float32 tensors with their ``image_shape`` alongside,
-so every model and guide site is a vector with ``.to_event(1)``.
+Images are flattened to ``(N, C*H*W)`` float32 tensors (C, H, W order) with their ``image_shape``
+alongside, so every model and guide site is a vector with ``.to_event(1)``. Labels are ``(N,)``
+int64 class indices in 0..num_classes−1.
 
 ``pixels`` chooses how grey levels are used:
 
@@ -27,6 +28,8 @@ PIXELS = ("continuous", "dynamic", "static")
 BINARIZE_SEED = 0  # the fixed seed of static binarization (and of the dynamic test set)
 MNIST5K_SPLIT_SEED = 0
 MNIST5K_TEST_SIZE = 1000  # mnist-5k: 4,000 train / 1,000 test digits
+LABELS_SEED = 0  # the fixed seed of the labelled subset kept by --labels N
+SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -49,6 +52,7 @@ class ImageData:
     :ivar Tensor test_x: ``(N_test, D)``.
     :ivar Tensor test_y: ``(N_test,)``.
     :ivar tuple image_shape: ``(C, H, W)`` with ``C*H*W == D``.
+    :ivar int num_classes: labels lie in ``0..num_classes-1``.
     """
 
     name: str
@@ -58,6 +62,7 @@ class ImageData:
     test_y: Tensor
     image_shape: tuple[int, int, int]
     pixels: str
+    num_classes: int = 10
 
     @property
     def x_dim(self) -> int:
@@ -65,7 +70,9 @@ class ImageData:
 
     def to(self, device: torch.device | str) -> ImageData:
         moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
-        return ImageData(self.name, image_shape=self.image_shape, pixels=self.pixels, **moved)
+        return ImageData(
+            self.name, image_shape=self.image_shape, pixels=self.pixels, num_classes=self.num_classes, **moved
+        )
 
     def epoch_train_x(self) -> Tensor:
         """The training pixels for one epoch: binarized afresh when ``pixels == "dynamic"``."""
@@ -80,6 +87,7 @@ class ImageData:
             "train_size": len(self.train_x),
             "test_size": len(self.test_x),
             "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
         }
 
 
@@ -114,6 +122,56 @@ def check_images(x: Tensor, *, name: str = "x", unit_interval: bool = True, x_di
             f"{name} has values in [{x.min().item():g}, {x.max().item():g}] but a Bernoulli-type "
             "likelihood needs pixels in [0, 1]; divide by 255 or use --pixels continuous"
         )
+
+
+def check_labels(y: Tensor, num_classes: int, *, n: int | None = None, name: str = "labels") -> None:
+    """Check class labels at a boundary (``fit``, ``evaluate``, a model's helpers).
+
+    :param Tensor y: expected ``(N,)`` integer class indices in ``0..num_classes-1``.
+    :param int n: the expected N (the number of images they label), when known.
+    :raises ValueError: one line naming the problem and how to fix it.
+    """
+    if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        got = f"{type(y).__name__} {getattr(y, 'dtype', '')}".strip()
+        raise ValueError(f"{name} must be an integer tensor of class indices, got {got}; convert with y.long()")
+    if y.ndim != 1 or (n is not None and len(y) != n):
+        want = f"({n},)" if n is not None else "(N,)"
+        raise ValueError(f"{name} must have shape {want}, one class index per image, got shape {tuple(y.shape)}")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in 0..{num_classes - 1} ({num_classes} classes), got values in "
+            f"[{y.min().item()}, {y.max().item()}]"
+        )
+
+
+def labelled_subset(y: Tensor, num_labels: int, num_classes: int, seed: int = LABELS_SEED) -> Tensor:
+    """Indices of ``num_labels`` training images whose labels are kept, balanced over classes.
+
+    Each class gets ``num_labels // num_classes`` images (the first ``num_labels % num_classes``
+    classes one more), drawn without replacement with a fixed seed, so every run with the same
+    data and N keeps the same labels.
+
+    :param Tensor y: ``(N,)`` training labels.
+    :returns: ``(num_labels,)`` int64 indices into the training set, sorted.
+    :raises ValueError: when N < num_classes, N exceeds the training set, or a class is too small.
+    """
+    if not isinstance(num_labels, int) or num_labels < num_classes:
+        raise ValueError(
+            f"labels must be at least the number of classes ({num_classes}) so that every class keeps a label, "
+            f"got {num_labels!r}"
+        )
+    if num_labels > len(y):
+        raise ValueError(f"labels must be at most the number of training images ({len(y)}), got {num_labels}")
+    g = torch.Generator().manual_seed(seed)
+    y = y.cpu()
+    chosen = []
+    for k in range(num_classes):
+        want = num_labels // num_classes + (1 if k < num_labels % num_classes else 0)
+        members = (y == k).nonzero().squeeze(1)
+        if len(members) < want:
+            raise ValueError(f"class {k} has {len(members)} training images, fewer than the {want} labels it needs")
+        chosen.append(members[torch.randperm(len(members), generator=g)[:want]])
+    return torch.cat(chosen).sort().values
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -153,10 +211,60 @@ def _torchvision(cls_name: str) -> Callable[[str | None], Raw]:
     return load
 
 
+def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """One SVHN ``.mat`` file: ``X`` of shape (32, 32, 3, N) uint8 and ``y`` (N, 1), label 10 for 0.
+
+    :returns: images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` int64 in 0..9, as torchvision's
+        ``SVHN`` reads them.
+    :raises DataError: when the file cannot be read or lacks the two arrays.
+    """
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(str(path))
+    except Exception as e:  # scipy raises ValueError, OSError, MatReadError...
+        raise DataError(f"cannot read SVHN file {path} ({type(e).__name__}: {str(e).strip()[:200]})") from None
+    if "X" not in mat or "y" not in mat:
+        raise DataError(f"{path} is not an SVHN file: it lacks the arrays 'X' and 'y'")
+    x, y = mat["X"], np.asarray(mat["y"]).reshape(-1).astype(np.int64)
+    if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y):
+        raise DataError(f"{path}: X has shape {x.shape}, expected (H, W, 3, N) with N = {len(y)} labels")
+    y[y == 10] = 0  # SVHN writes the digit 0 as label 10
+    return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), y  # (N, 3, H, W)
+
+
+def _svhn(data_dir: str | None) -> Raw:
+    """SVHN cropped digits (torchvision's ``SVHN``): ``train_32x32.mat`` and ``test_32x32.mat``
+    read from ``data_dir``, or downloaded into a cache folder."""
+    root = Path(data_dir or os.environ.get("PYRO_VAE_DATA", str(Path.home() / ".cache" / "pyro_vae")))
+    present = [(root / f).is_file() for f in SVHN_FILES]
+    if data_dir is not None and any(present) and not all(present):
+        missing = [f for f, p in zip(SVHN_FILES, present) if not p]
+        raise DataError(f"{root} lacks {', '.join(missing)}; both SVHN files are needed")
+    if not all(present):
+        import torchvision
+
+        try:
+            for split in ("train", "test"):
+                torchvision.datasets.SVHN(str(root), split=split, download=True)
+        except Exception as e:  # offline, proxy, checksum: all end the same way for the user
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(
+                f"could not download SVHN into {root} ({reason}); put {' and '.join(SVHN_FILES)} "
+                "in a folder and pass --data-dir FOLDER"
+            ) from None
+    (xtr, ytr), (xte, yte) = (read_svhn_mat(root / f) for f in SVHN_FILES)
+    return xtr, ytr, xte, yte
+
+
+_svhn.reads_data_dir = True  # its own files, not the IDX folder
+
+
 DATASETS: dict[str, Callable[[str | None], Raw]] = {
     "mnist-5k": _mnist_5k,
     "mnist": _torchvision("MNIST"),
     "fashion-mnist": _torchvision("FashionMNIST"),
+    "svhn": _svhn,
 }
 
 
@@ -219,7 +327,8 @@ def load_dataset(
 ) -> ImageData:
     """Load a dataset by name, as whole tensors on ``device``.
 
-    With ``data_dir``, a folder holding ``train-images-idx3-ubyte[.gz]``,
+    ``svhn`` reads ``train_32x32.mat`` and ``test_32x32.mat`` from ``data_dir`` (or downloads them).
+    For the others, with ``data_dir``, a folder holding ``train-images-idx3-ubyte[.gz]``,
     ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]`` and
     ``t10k-labels-idx1-ubyte[.gz]`` (directly, or as a torchvision root) is read for any name;
     otherwise ``mnist`` and ``fashion-mnist`` download into ``data_dir`` or a cache folder
@@ -236,7 +345,10 @@ def load_dataset(
         raise ValueError(f"unknown pixels {pixels!r}; choose one of {', '.join(PIXELS)}")
     loader = DATASETS[name]
     raw = None
-    if data_dir is not None:
+    if data_dir is not None and getattr(loader, "reads_data_dir", False):
+        if not Path(data_dir).is_dir():
+            raise DataError(f"--data-dir {data_dir} is not a folder")
+    elif data_dir is not None:
         if not Path(data_dir).is_dir() and not hasattr(loader, "torchvision_class"):
             raise DataError(f"--data-dir {data_dir} is not a folder")
         if Path(data_dir).is_dir():
@@ -261,9 +373,9 @@ def load_dataset(
     data = ImageData(
         name=name,
         train_x=train_x,
-        train_y=torch.as_tensor(ytr, dtype=torch.int64),
+        train_y=torch.tensor(ytr, dtype=torch.int64),  # a copy: the raw arrays may be cached
         test_x=test_x,
-        test_y=torch.as_tensor(yte, dtype=torch.int64),
+        test_y=torch.tensor(yte, dtype=torch.int64),
         image_shape=image_shape,
         pixels=pixels,
     )

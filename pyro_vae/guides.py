@@ -206,11 +206,16 @@ class Encoder(nn.Module):
 
         Non-reparameterized heads get a decaying-average baseline, which ``TraceGraph_ELBO`` uses.
         """
+        with pyro.plate("data", inputs[0].shape[0], dim=-1):
+            return self.sample(*inputs, name=name)  # (..., batch, z_dim)
+
+    def sample(self, *inputs: Tensor, name: str = "z") -> Tensor:
+        """Sample the latent site ``name`` from q, inside the caller's ``"data"`` plate (as
+        :meth:`guide` does, for guides that sample other sites in the same plate first)."""
         pyro.module("encoder", self)
         q = self(*inputs)
         infer = {} if q.has_rsample else {"baseline": {"use_decaying_avg_baseline": True}}
-        with pyro.plate("data", inputs[0].shape[0], dim=-1):
-            return pyro.sample(name, q, infer=infer)  # (..., batch, z_dim)
+        return pyro.sample(name, q, infer=infer)
 
 
 @torch.no_grad()

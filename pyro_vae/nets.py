@@ -1,9 +1,19 @@
-"""Networks by role: the ``encoder`` of q(z|x) and the ``decoder`` of p(x|z)."""
+"""Networks by role: the ``encoder`` of q(z|x) and the ``decoder`` of p(x|z), as MLPs or convnets.
+
+Images stay flat, ``(..., D)`` with D = C·H·W in (C, H, W) order (see :class:`pyro_vae.data.ImageData`);
+the conv networks reshape them inside. Each encoder takes an optional condition ``c`` (a one-hot
+label, ``(..., num_classes)``), which broadcasts against x: under enumeration of y, ``c`` is
+``(classes, 1, num_classes)`` and x ``(batch, D)``. A conditional decoder simply gets [z, c] as input.
+
+:data:`NETS` maps ``ModelConfig.net`` (``--net``) to the two builders.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 
@@ -17,20 +27,30 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _with_condition(h: Tensor, c: Tensor | None) -> Tensor:
+    """[h, c] along the last dim, broadcasting the leading dims of both; h alone when c is None."""
+    if c is None:
+        return h
+    lead = torch.broadcast_shapes(h.shape[:-1], c.shape[:-1])
+    return torch.cat([h.expand(*lead, h.shape[-1]), c.expand(*lead, c.shape[-1])], -1)
+
+
 class MLPEncoder(nn.Module):
-    """x ↦ features h for a guide head (see :mod:`pyro_vae.guides`): an MLP with a final ReLU.
+    """x (and a condition c) ↦ features h for a guide head (see :mod:`pyro_vae.guides`): an MLP
+    with a final ReLU.
 
     :param int x_dim: D, pixels per image.
     :param hidden_dims: widths of the hidden layers; ``out_dim`` is the last one.
+    :param int cond_dim: width of the condition c concatenated to x (0: none).
     """
 
-    def __init__(self, x_dim: int, hidden_dims: Sequence[int] = (400,)):
+    def __init__(self, x_dim: int, hidden_dims: Sequence[int] = (400,), cond_dim: int = 0):
         super().__init__()
         self.out_dim = hidden_dims[-1]
-        self.net = nn.Sequential(mlp([x_dim, *hidden_dims]), nn.ReLU())
+        self.net = nn.Sequential(mlp([x_dim + cond_dim, *hidden_dims]), nn.ReLU())
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # (..., hidden_dims[-1])
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        return self.net(_with_condition(x, c))  # (..., hidden_dims[-1])
 
 
 class MLPDecoder(nn.Module):
@@ -45,3 +65,114 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)  # (..., x_dim * out_per_pixel)
+
+
+def _check_conv_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:
+        raise ValueError(
+            f"the conv networks need images (C, H, W) with H and W divisible by 4 (e.g. (1, 28, 28), "
+            f"(3, 32, 32)), got {tuple(image_shape)}; use --net mlp"
+        )
+    return tuple(image_shape)
+
+
+class ConvEncoder(nn.Module):
+    """x (and a condition c) ↦ features h: two stride-2 convolutions, then a linear layer.
+
+    For (1, 28, 28): 28 → 14 → 7; for (3, 32, 32): 32 → 16 → 8. The condition joins after the
+    convolutions, so under enumeration of y the convolutions run once per image.
+
+    :param image_shape: (C, H, W), H and W divisible by 4.
+    :param int hidden_dim: ``out_dim``, the width of h.
+    :param int cond_dim: width of the condition c (0: none).
+    """
+
+    def __init__(self, image_shape: Sequence[int], hidden_dim: int = 400, cond_dim: int = 0):
+        super().__init__()
+        self.image_shape = C, H, W = _check_conv_shape(image_shape)
+        self.out_dim = hidden_dim
+        self.conv = nn.Sequential(
+            nn.Conv2d(C, 32, 4, stride=2, padding=1),  # (n, 32, H/2, W/2)
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1),  # (n, 64, H/4, W/4)
+            nn.ReLU(),
+        )
+        self.fc = nn.Sequential(nn.Linear(64 * (H // 4) * (W // 4) + cond_dim, hidden_dim), nn.ReLU())
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        lead = x.shape[:-1]
+        h = self.conv(x.reshape(-1, *self.image_shape))  # (n, 64, H/4, W/4)
+        h = h.flatten(1).reshape(*lead, -1)  # (..., 64·H/4·W/4)
+        return self.fc(_with_condition(h, c))  # (..., hidden_dim)
+
+
+class ConvDecoder(nn.Module):
+    """z ↦ the parameters of p(x|z): a linear layer to (64, H/4, W/4), then two stride-2
+    transposed convolutions up to (out_per_pixel·C, H, W), flattened.
+
+    The output is ``out_per_pixel`` blocks of D = C·H·W numbers (channel o·C + c is parameter o of
+    colour c), the layout the likelihoods read.
+    """
+
+    def __init__(self, z_dim: int, image_shape: Sequence[int], hidden_dim: int = 400, out_per_pixel: int = 1):
+        super().__init__()
+        C, H, W = _check_conv_shape(image_shape)
+        self.grid = (64, H // 4, W // 4)
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, 64 * (H // 4) * (W // 4)),
+            nn.ReLU(),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),  # (n, 32, H/2, W/2)
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, C * out_per_pixel, 4, stride=2, padding=1),  # (n, out·C, H, W)
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        lead = z.shape[:-1]
+        h = self.fc(z).reshape(-1, *self.grid)  # (n, 64, H/4, W/4)
+        return self.deconv(h).reshape(*lead, -1)  # (..., out_per_pixel · D)
+
+
+@dataclass(frozen=True)
+class Net:
+    """A registered network family.
+
+    :ivar encoder: ``encoder(image_shape, hidden_dims, cond_dim)`` ↦ a module with ``out_dim``.
+    :ivar decoder: ``decoder(in_dim, image_shape, hidden_dims, out_per_pixel)``.
+    """
+
+    name: str
+    encoder: Callable[..., nn.Module]
+    decoder: Callable[..., nn.Module]
+    description: str
+
+
+def _d(image_shape: Sequence[int]) -> int:
+    return int(torch.Size(image_shape).numel())
+
+
+NETS: dict[str, Net] = {
+    "mlp": Net(
+        "mlp",
+        lambda shape, hidden, cond: MLPEncoder(_d(shape), hidden, cond),
+        lambda z, shape, hidden, out: MLPDecoder(z, _d(shape), hidden, out),
+        "MLPs with --hidden-dims widths (the decoder mirrors them)",
+    ),
+    "conv": Net(
+        "conv",
+        lambda shape, hidden, cond: ConvEncoder(shape, hidden[-1], cond),
+        lambda z, shape, hidden, out: ConvDecoder(z, shape, hidden[-1], out),
+        "two stride-2 convolutions each way, a linear layer of the last --hidden-dims width",
+    ),
+}
+
+
+def get_net(name: str) -> Net:
+    """:raises ValueError: for an unknown name, listing the registered ones."""
+    try:
+        return NETS[name]
+    except KeyError:
+        raise ValueError(f"unknown net {name!r}; choose one of {', '.join(NETS)}") from None

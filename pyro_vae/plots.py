@@ -43,38 +43,110 @@ def elbo_curves(history: Sequence[dict], path: str | Path | None = None, pixels:
     return save(fig, path)
 
 
-def reconstructions(vae, x: Tensor, image_shape: Sequence[int], n: int = 10, path: str | Path | None = None) -> Figure:
-    """The first ``n`` rows of ``x`` (top) above the decoded posterior means (bottom)."""
+def reconstructions(
+    vae, x: Tensor, image_shape: Sequence[int], n: int = 10, path: str | Path | None = None, y: Tensor | None = None
+) -> Figure:
+    """The first ``n`` rows of ``x`` (top) above the decoded posterior means (bottom).
+
+    :param Tensor y: ``(N,)`` labels, for a conditional model (encoded and decoded with them).
+    """
     x = x[:n]
+    rec = vae.reconstruct(x, y[:n]) if vae.conditional else vae.reconstruct(x)
     fig = Figure(figsize=(n * 0.7, 1.6))
-    _show_grid(fig.subplots(), torch.cat([x, vae.reconstruct(x)]), image_shape, nrow=len(x))
+    _show_grid(fig.subplots(), torch.cat([x, rec]), image_shape, nrow=len(x))
     fig.suptitle("inputs (top) and reconstructions (bottom)", fontsize=9)
+    return save(fig, path)
+
+
+def grid(images: Tensor, image_shape: Sequence[int], path: str | Path | None = None) -> Figure:
+    """``(n, D)`` images in a square-ish grid."""
+    n = len(images)
+    nrow = max(1, int(n**0.5))
+    fig = Figure(figsize=(nrow * 0.6, (n / nrow) * 0.6))
+    _show_grid(fig.subplots(), images, image_shape, nrow=nrow)
     return save(fig, path)
 
 
 def samples(vae, image_shape: Sequence[int], n: int = 64, path: str | Path | None = None) -> Figure:
     """The means of p(x|z) for ``n`` draws z ~ p(z), in a square-ish grid."""
-    nrow = max(1, int(n**0.5))
-    fig = Figure(figsize=(nrow * 0.6, (n / nrow) * 0.6))
-    _show_grid(fig.subplots(), vae.sample(n), image_shape, nrow=nrow)
+    return grid(vae.sample(n), image_shape, path)
+
+
+def _projection(z: Tensor) -> tuple[Tensor, Tensor, tuple[str, str]]:
+    """The centre and the (z_dim, 2) map onto the first two principal components of ``z`` (the
+    identity's first two columns, uncentred, when z_dim = 2), and the axis labels."""
+    if z.shape[1] > 2:
+        centre = z.mean(0)
+        _, _, v = torch.pca_lowrank(z - centre, q=2, center=False)
+        return centre, v, ("PC 1", "PC 2")
+    return torch.zeros(z.shape[1]), torch.eye(z.shape[1])[:, :2], ("z[0]", "z[1]")
+
+
+def latent_scatter(vae, x: Tensor, y: Tensor, path: str | Path | None = None, prior: bool = False) -> Figure:
+    """Posterior means coloured by label; their first two PCA components when z_dim > 2.
+
+    For a conditional model each x is encoded with its label y. With ``prior=True`` (a model with
+    ``prior_moments()``, e.g. a :class:`~pyro_vae.cvae.CVAE`), each class's prior p(z|y) is drawn
+    on top: its mean as a labelled cross and its 1-sd ellipse. The projection is linear, so the
+    projected prior is exactly Gaussian: mean Vᵀ(μ_y − c), covariance Vᵀ diag(σ_y²) V.
+    """
+    z = (vae.encode(x, y) if vae.conditional else vae.encode(x))[0].cpu()
+    centre, v, labels = _projection(z)
+    zp = (z - centre) @ v  # (N, 2)
+    classes = getattr(vae, "num_classes", None) or int(y.max()) + 1
+    fig = Figure(figsize=(5, 4.3))
+    ax = fig.subplots()
+    points = ax.scatter(zp[:, 0], zp[:, 1], c=y.cpu(), cmap="tab10", s=4, alpha=0.5, vmin=-0.5, vmax=classes - 0.5)
+    fig.colorbar(points, ax=ax, label="label")
+    if prior:
+        from matplotlib.patches import Ellipse
+
+        loc, scale = (t.cpu() for t in vae.prior_moments())  # (classes, z_dim) each
+        cmap = points.get_cmap()
+        for k, (mu, sd) in enumerate(zip(loc, scale)):
+            m = (mu - centre) @ v  # (2,)
+            cov = v.T @ torch.diag(sd**2) @ v  # (2, 2)
+            evals, evecs = torch.linalg.eigh(cov)
+            angle = torch.rad2deg(torch.atan2(evecs[1, 1], evecs[0, 1])).item()
+            w, h = 2 * evals.clamp_min(0).sqrt().flip(0)
+            colour = cmap(points.norm(k))
+            ax.add_patch(Ellipse(m.tolist(), w.item(), h.item(), angle=angle, fill=False, color=colour, lw=1.5))
+            ax.plot(*m.tolist(), "x", color="black", ms=7, mew=2)
+            ax.annotate(str(k), m.tolist(), textcoords="offset points", xytext=(4, 4), fontsize=8, weight="bold")
+        ax.set_title("posterior means; prior p(z|y): mean × and 1-sd ellipse", fontsize=8)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     return save(fig, path)
 
 
-def latent_scatter(vae, x: Tensor, y: Tensor, path: str | Path | None = None) -> Figure:
-    """Posterior means coloured by label; their first two PCA components when z_dim > 2."""
-    z = vae.encode(x)[0].cpu()
-    if z.shape[1] > 2:
-        z = z - z.mean(0)
-        _, _, v = torch.pca_lowrank(z, q=2, center=False)
-        z, labels = z @ v, ("PC 1", "PC 2")
-    else:
-        labels = ("z[0]", "z[1]")
-    fig = Figure(figsize=(5, 4.3))
-    ax = fig.subplots()
-    points = ax.scatter(z[:, 0], z[:, 1], c=y.cpu(), cmap="tab10", s=4, alpha=0.7)
-    fig.colorbar(points, ax=ax, label="label")
-    ax.set_xlabel(labels[0])
-    ax.set_ylabel(labels[1])
+def class_samples(model, image_shape: Sequence[int], n: int = 10, path: str | Path | None = None) -> Figure:
+    """One row per class: the means of p(x|z, y) for ``n`` draws z ~ p(z|y), for a conditional model."""
+    k = model.num_classes
+    images = torch.cat([model.sample(n, y) for y in range(k)])  # (k·n, D)
+    fig = Figure(figsize=(n * 0.6, k * 0.6))
+    _show_grid(fig.subplots(), images, image_shape, nrow=n)
+    fig.suptitle("class-conditional samples: one row per class 0..%d" % (k - 1), fontsize=9)
+    return save(fig, path)
+
+
+def style_transfer(model, x: Tensor, y: Tensor, image_shape: Sequence[int], path: str | Path | None = None) -> Figure:
+    """Each row: an input x (first column), then x encoded with its own label y, z = mean of
+    q(z|x, y), decoded with every class y' = 0, 1, ..., K−1: the style of x, the content of y'.
+
+    A model with a per-class prior (:meth:`pyro_vae.cvae.CVAE.transfer`) first moves z to class
+    y' through the prior, μ_{y'} + σ_{y'}(z − μ_y)/σ_y; with N(0, I) for every class z is kept."""
+    k = model.num_classes
+    z = model.encode(x, y)[0]  # (n, z_dim)
+    classes = torch.arange(k, device=z.device)
+    rows = []
+    for i in range(len(x)):
+        zi = z[i].expand(k, -1)  # (k, z_dim)
+        if hasattr(model, "transfer"):
+            zi = model.transfer(zi, y[i].to(z.device), classes)
+        rows.append(torch.cat([x[i : i + 1], model.decode(zi, classes)]))
+    fig = Figure(figsize=((k + 1) * 0.6, len(x) * 0.6))
+    _show_grid(fig.subplots(), torch.cat(rows), image_shape, nrow=k + 1)
+    fig.suptitle("input, then decoded with each class 0..%d" % (k - 1), fontsize=9)
     return save(fig, path)
 
 
@@ -129,11 +201,19 @@ def snr_bars(rows: Sequence[dict], path: str | Path | None = None) -> Figure:
 
 
 def save_run_plots(run) -> None:
-    """Every plot of a finished run, as PNGs in its folder."""
+    """Every plot of a finished run, as PNGs in its folder.
+
+    Conditional models get ``samples.png`` as one row per class, and ``style_transfer.png``; the
+    latent scatter of a model with a prior per class shows it.
+    """
     d, vae, data = run.out_dir, run.vae, run.data
     elbo_curves(run.metrics["epochs"], d / "elbo.png", pixels=data.pixels)
-    reconstructions(vae, data.test_x, data.image_shape, path=d / "reconstructions.png")
-    samples(vae, data.image_shape, path=d / "samples.png")
-    latent_scatter(vae, data.test_x, data.test_y, path=d / "latent.png")
-    if vae.z_dim == 2:
+    reconstructions(vae, data.test_x, data.image_shape, path=d / "reconstructions.png", y=data.test_y)
+    if vae.conditional:
+        class_samples(vae, data.image_shape, path=d / "samples.png")
+        style_transfer(vae, data.test_x[:8], data.test_y[:8], data.image_shape, path=d / "style_transfer.png")
+    else:
+        samples(vae, data.image_shape, path=d / "samples.png")
+    latent_scatter(vae, data.test_x, data.test_y, path=d / "latent.png", prior=hasattr(vae, "prior_moments"))
+    if vae.z_dim == 2 and not vae.conditional:
         latent_manifold(vae, data.image_shape, path=d / "manifold.png")

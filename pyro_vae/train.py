@@ -1,11 +1,14 @@
 """Training: stochastic variational inference with Trace_ELBO and Adam, one checkpoint per epoch,
-exact resume.
+exact resume, for every model in :data:`MODELS` (``vae``, ``cvae``, ``ssvae``).
 
 Each step is what ``pyro.infer.SVI.step`` does, written out so that the fast path is the default
 (``benchmarks/step_overhead.py``): the estimator's ``loss_and_grads`` (the backward pass inside),
 then one fused ``torch.optim.Adam`` over all of the VAE's parameters, where ``pyro.optim.Adam``
 would run one optimizer per parameter tensor. Pyro's argument validation runs on the first batch
 (:func:`pyro_vae.elbos.check_pair`) and is off inside the batch loop.
+
+What differs between the models (how they are built, what a training step and the test set pass
+to them, their extra metrics) is one :class:`ModelSpec` entry each in :data:`MODELS`.
 
 A run folder holds ``config.json``, ``metrics.json``, ``checkpoint.pt`` and the plots.
 """
@@ -15,21 +18,27 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pyro
 import torch
+from pyro.infer import ELBO, TraceEnum_ELBO
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import plots
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
-from .config import RunConfig
-from .data import ImageData, batches, check_images, load_dataset
-from .elbos import build_elbo, check_pair
+from .config import ModelConfig, RunConfig, TrainConfig
+from .cvae import CVAE, generative_classify
+from .data import ImageData, batches, check_images, check_labels, labelled_subset, load_dataset
+from .elbos import MAX_PLATE_NESTING, build_elbo, check_pair
 from .evaluate import elbo_terms, importance_log_px, summarize
 from .io import atomic_write_text
+from .likelihoods import bits_per_dim
+from .ssvae import SSVAE, accuracy, predict_with, semi_supervised_batches, train_classifier
 from .vae import VAE
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -58,11 +67,147 @@ class Run:
     data: ImageData | None  # None when loaded without data (e.g. for sampling)
     metrics: dict
     image_shape: tuple[int, ...]
+    labelled: Tensor | None = None  # ssvae: indices of the training images whose labels are kept
+
+
+# ----------------------------------------------------------------------------- the model registry
+@dataclass(frozen=True)
+class ModelSpec:
+    """What training and evaluation need to know about one model family.
+
+    :ivar build: ``build(model_config, image_shape, num_classes)`` ↦ the module.
+    :ivar make_elbo: ``make_elbo(train_config)`` ↦ the loss (a ``pyro.infer.ELBO``).
+    :ivar batches: ``batches(run)`` ↦ one epoch of :func:`train_step` argument tuples.
+    :ivar test_args: ``test_args(x, y)`` ↦ the model's arguments on labelled test images.
+    :ivar extra_metrics: ``extra_metrics(model, x, y, num_samples)`` ↦ dict, added to the final metrics.
+    :ivar epoch_metrics: ``epoch_metrics(model, data)`` ↦ dict, added to each epoch's row.
+    """
+
+    name: str
+    cls: type
+    build: Callable[[ModelConfig, tuple, int], nn.Module]
+    make_elbo: Callable[[TrainConfig], ELBO]
+    batches: Callable[[Run], Iterator[tuple]]
+    test_args: Callable[[Tensor, Tensor | None], tuple]
+    extra_metrics: Callable[[nn.Module, Tensor, Tensor | None, int], dict]
+    epoch_metrics: Callable[[nn.Module, ImageData], dict]
+
+
+def _registry_elbo(t: TrainConfig) -> ELBO:
+    return build_elbo(t.elbo, t.particles, t.alpha, t.jit)
+
+
+def _enum_elbo(t: TrainConfig) -> ELBO:
+    """M2 sums over y by enumeration: ``TraceEnum_ELBO``, the only estimator ``ssvae`` takes."""
+    if t.elbo != "trace" or t.jit:
+        raise ValueError(
+            f"model 'ssvae' trains with TraceEnum_ELBO, which enumerates y; use --elbo trace without --jit "
+            f"(got --elbo {t.elbo}{' --jit' if t.jit else ''})"
+        )
+    return TraceEnum_ELBO(
+        num_particles=t.particles, vectorize_particles=t.particles > 1, max_plate_nesting=MAX_PLATE_NESTING
+    )
+
+
+def _needs_labels(y: Tensor | None) -> Tensor:
+    if y is None:
+        raise ValueError("a conditional model (cvae) needs the test labels y")
+    return y
+
+
+def _cvae_metrics(model: CVAE, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
+    """Generative classification argmax_y log p̂(x|y) + log p(y), uniform p(y), with K/10
+    importance samples per class (so it costs about as much as the IS log p(x|y) with K)."""
+    k = max(1, num_samples // 10)
+    predicted, _ = generative_classify(model.model, model.guide, x, model.num_classes, num_samples=k)
+    return {
+        "conditional": True,
+        "prior": model.prior_name,
+        "generative_accuracy": (predicted == _needs_labels(y)).float().mean().item(),
+        "classify_num_samples": k,
+    }
+
+
+def _ssvae_metrics(model: SSVAE, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
+    return {"accuracy": accuracy(model.classify, x, _needs_labels(y))} if y is not None else {}
+
+
+def _labelled(run: Run) -> Tensor:
+    if run.labelled is None:
+        data = run.data
+        n = run.config.data.labels if run.config.data.labels is not None else len(data.train_y)
+        run.labelled = labelled_subset(data.train_y, n, data.num_classes).to(data.train_x.device)
+    return run.labelled
+
+
+MODELS: dict[str, ModelSpec] = {
+    "vae": ModelSpec(
+        "vae",
+        VAE,
+        lambda m, shape, k: VAE(
+            math.prod(shape), m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps, m.net, shape
+        ),
+        _registry_elbo,
+        lambda run: batches(run.data.epoch_train_x(), run.config.train.batch_size),
+        lambda x, y: (x,),
+        lambda model, x, y, k: {},
+        lambda model, data: {},
+    ),
+    "cvae": ModelSpec(
+        "cvae",
+        CVAE,
+        lambda m, shape, k: CVAE(
+            math.prod(shape),
+            k,
+            m.z_dim,
+            m.hidden_dims,
+            m.likelihood,
+            m.guide,
+            m.flow_steps,
+            m.net,
+            shape,
+            prior=m.prior or "learned",
+        ),
+        _registry_elbo,
+        lambda run: batches(run.data.epoch_train_x(), run.config.train.batch_size, run.data.train_y),
+        lambda x, y: (x, _needs_labels(y)),
+        _cvae_metrics,
+        lambda model, data: {},
+    ),
+    "ssvae": ModelSpec(
+        "ssvae",
+        SSVAE,
+        lambda m, shape, k: SSVAE(
+            math.prod(shape), k, m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps, m.net, shape
+        ),
+        _enum_elbo,
+        lambda run: semi_supervised_batches(
+            run.data.epoch_train_x(),
+            run.data.train_y,
+            _labelled(run),
+            run.config.train.batch_size,
+            run.config.train.class_weight,
+        ),
+        lambda x, y: (x,),  # the unlabelled bound: y is marginalized
+        _ssvae_metrics,
+        lambda model, data: {"test_accuracy": accuracy(model.classify, data.test_x, data.test_y)},
+    ),
+}
+
+
+def spec_of(model: nn.Module) -> ModelSpec:
+    """The :data:`MODELS` entry of a built model."""
+    return next(s for s in MODELS.values() if type(model) is s.cls)
+
+
+def build_model(config: RunConfig, image_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
+    """The module ``config.model.model`` names (:data:`MODELS`), for images of ``image_shape``."""
+    return MODELS[config.model.model].build(config.model, tuple(image_shape), num_classes)
 
 
 def build_vae(config: RunConfig, x_dim: int) -> VAE:
-    m = config.model
-    return VAE(x_dim, m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps)
+    """A plain :class:`VAE` for flat images of ``x_dim`` pixels (``net="mlp"``)."""
+    return build_model(config, (x_dim,))
 
 
 def make_optimizer(vae: VAE, lr: float) -> torch.optim.Adam:
@@ -98,7 +243,7 @@ def _beta(config: RunConfig, epoch: int) -> float:
 
 
 def default_out_dir(config: RunConfig) -> Path:
-    return Path("runs") / f"vae-{config.data.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path("runs") / f"{config.model.model}-{config.data.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def fit(
@@ -132,21 +277,28 @@ def fit(
         data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, device)
     else:
         data = data.to(device)
+    spec = MODELS[config.model.model]
+    if spec.name == "cvae" and config.model.prior is None:
+        config.model.prior = "learned"
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
-    vae = build_vae(config, data.x_dim).to(device)
+    vae = build_model(config, data.image_shape, data.num_classes).to(device)
     check_images(data.train_x, name="training images", unit_interval=vae.lik.unit_interval)
     check_images(data.test_x, name="test images", unit_interval=vae.lik.unit_interval)
-    build_elbo(config.train.elbo, config.train.particles, config.train.alpha, config.train.jit)  # checks the names
-    check_pair(config.train.elbo, config.model.guide, vae.model, vae.guide, data.train_x[:2], jit=config.train.jit)
+    run = Run(out_dir, config, vae, data, {"data": data.describe(), "epochs": []}, data.image_shape)
+    if vae.conditional:
+        check_labels(data.train_y, data.num_classes, n=len(data.train_x), name="training labels")
+        check_labels(data.test_y, data.num_classes, n=len(data.test_x), name="test labels")
+    if spec.name == "ssvae":
+        _labelled(run)  # checks --labels against the classes and the training set
+    spec.make_elbo(config.train)  # checks the estimator's name and options
+    args = spec.test_args(data.train_x[:2], data.train_y[:2])
+    check_pair(config.train.elbo, config.model.guide, vae.model, vae.guide, *args, jit=config.train.jit)
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save(out_dir / "config.json")
-    metrics = {"data": data.describe(), "epochs": []}
-    return _train(
-        Run(out_dir, config, vae, data, metrics, data.image_shape), make_optimizer(vae, config.train.lr), progress
-    )
+    return _train(run, make_optimizer(vae, config.train.lr), progress)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True) -> tuple[Run, dict]:
@@ -162,7 +314,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True
     dev = resolve_device(device)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=dev)
     data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, dev) if with_data else None
-    vae = build_vae(config, math.prod(ckpt["image_shape"])).to(dev)
+    vae = build_model(config, tuple(ckpt["image_shape"]), ckpt.get("num_classes", 10)).to(dev)
     try:
         vae.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -203,11 +355,13 @@ def train_step(elbo, vae: VAE, optimizer: torch.optim.Optimizer, *args: torch.Te
     Pyro's argument validation is off for the step (the first batch is checked by
     :func:`pyro_vae.elbos.check_pair`). The parameters are left as they were when the loss is not finite.
 
-    :param args: the model's arguments, e.g. ``x`` of shape ``(batch, x_dim)``.
+    :param vae: a model of :data:`MODELS`; its ``loss_and_grads(elbo, *args)`` runs the estimator.
+    :param args: the arguments of one step, e.g. ``x`` of shape ``(batch, x_dim)`` (``vae``),
+        ``x, y`` (``cvae``), or an unlabelled and a labelled batch (``ssvae``).
     :returns: the loss, −ELBO summed over the batch (nats).
     """
     with pyro.validation_enabled(False):
-        loss = elbo.loss_and_grads(vae.model, vae.guide, *args)
+        loss = vae.loss_and_grads(elbo, *args)
     if math.isfinite(loss):
         optimizer.step()
     optimizer.zero_grad()
@@ -216,10 +370,13 @@ def train_step(elbo, vae: VAE, optimizer: torch.optim.Optimizer, *args: torch.Te
 
 def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: int = 0) -> Run:
     config, vae, data = run.config, run.vae, run.data
-    t = config.train
-    elbo = build_elbo(t.elbo, t.particles, t.alpha, t.jit)
+    spec = spec_of(vae)
+    elbo = spec.make_elbo(config.train)
     ckpt_path = run.out_dir / CHECKPOINT_NAME
     n_train = len(data.train_x)
+    n_steps = math.ceil(n_train / config.train.batch_size)
+    if spec.name == "ssvae" and n_train > len(_labelled(run)):
+        n_steps = math.ceil((n_train - len(_labelled(run))) / config.train.batch_size)
     budget = config.train.max_seconds
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         if budget is not None and sum(r["seconds"] for r in run.metrics["epochs"]) >= budget:
@@ -229,14 +386,15 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
         start = time.perf_counter()
         total = 0.0
         bar = tqdm(
-            batches(data.epoch_train_x(), config.train.batch_size),
-            total=math.ceil(n_train / config.train.batch_size),
+            spec.batches(run),
+            total=n_steps,
             desc=f"epoch {epoch}/{config.train.epochs}",
             disable=not progress,
             leave=False,
         )
-        for step, (x,) in enumerate(bar, 1):
-            loss = train_step(elbo, vae, optim, x)
+        step = 0
+        for step, args in enumerate(bar, 1):
+            loss = train_step(elbo, vae, optim, *args)
             if not math.isfinite(loss):
                 kept = f"last good checkpoint: {ckpt_path} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint yet"
                 raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, step {step}; {kept}. Try a lower --lr")
@@ -246,7 +404,7 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
         seconds = time.perf_counter() - start
         vae.beta = 1.0
         vae.eval()
-        test = summarize(elbo_terms(vae.model, vae.guide, data.test_x))
+        test = summarize(elbo_terms(vae.model, vae.guide, *spec.test_args(data.test_x, data.test_y)))
         row = {
             "epoch": epoch,
             "train_elbo": -total / n_train,
@@ -255,7 +413,10 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
             "test_kl": test["kl"],
             "beta": _beta(config, epoch),
             "seconds": seconds,
+            **spec.epoch_metrics(vae, data),
         }
+        if spec.name == "ssvae":
+            row["steps"] = step
         run.metrics["epochs"].append(row)
         if progress:
             tqdm.write(
@@ -270,6 +431,7 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
             optimizer=optim.state_dict(),
             history=run.metrics["epochs"],
             image_shape=list(run.image_shape),
+            num_classes=data.num_classes,
         )
         write_metrics(run)
     return finish(run)
@@ -281,21 +443,60 @@ def write_metrics(run: Run) -> None:
 
 
 @torch.no_grad()
-def final_metrics(vae: VAE, x: torch.Tensor, num_samples: int) -> dict:
-    """Test ELBO with its two terms, IS log p(x) with K = ``num_samples``, and their gap (nats/image)."""
+def final_metrics(vae: nn.Module, x: torch.Tensor, num_samples: int, y: torch.Tensor | None = None) -> dict:
+    """Test ELBO with its two terms, IS log p(x) with K = ``num_samples``, and their gap (nats/image),
+    with bits per dimension (``elbo_bpd``, ``is_bpd``; see :func:`pyro_vae.likelihoods.bits_per_dim`).
+
+    For a ``cvae`` the ELBO and ``is_log_px`` are conditional on the labels ``y`` (log p(x|y)), and
+    ``generative_accuracy`` is added; for an ``ssvae`` they marginalize y (IS proposal q(y|x) q(z|x, y)),
+    and ``accuracy`` of q(y|x) is added.
+
+    :param Tensor x: ``(N, D)`` test images; ``y`` ``(N,)`` their labels (needed by conditional models).
+    """
     vae.eval()
-    out = summarize(elbo_terms(vae.model, vae.guide, x))
-    log_px = importance_log_px(vae.model, vae.guide, x, num_samples=num_samples)
+    spec = spec_of(vae)
+    args = spec.test_args(x, y)
+    out = summarize(elbo_terms(vae.model, vae.guide, *args))
+    log_px = importance_log_px(vae.model, vae.guide, *args, num_samples=num_samples)
     out.update(summarize({"is_log_px": log_px}))
     out["is_num_samples"] = num_samples
     out["gap"] = out["is_log_px"] - out["elbo"]
+    out["elbo_bpd"], out["is_bpd"] = (bits_per_dim(out[k], x.shape[1]) for k in ("elbo", "is_log_px"))
+    out.update(spec.extra_metrics(vae, x, y, num_samples))
     return out
+
+
+def baseline_metrics(run: Run) -> dict:
+    """The supervised baseline of an ``ssvae`` run: its classifier network trained with the
+    cross-entropy alone on the same labelled images, for as many Adam steps as M2 took."""
+    data, config, model = run.data, run.config, run.vae
+    labelled = _labelled(run)
+    steps = max(1, sum(r.get("steps", 0) for r in run.metrics["epochs"]))
+    clf = train_classifier(
+        data.train_x[labelled],
+        data.train_y[labelled],
+        image_shape=run.image_shape,
+        num_classes=model.num_classes,
+        hidden_dims=config.model.hidden_dims,
+        net=config.model.net,
+        steps=steps,
+        batch_size=config.train.batch_size,
+        lr=config.train.lr,
+        seed=config.train.seed,
+    )
+    return {
+        "labels": len(labelled),
+        "baseline_accuracy": accuracy(predict_with(clf), data.test_x, data.test_y),
+        "baseline_steps": steps,
+    }
 
 
 def finish(run: Run) -> Run:
     """Final test metrics into ``metrics.json`` (key ``final``) and every plot into the run folder."""
     data, vae = run.data, run.vae
-    final = final_metrics(vae, data.test_x, run.config.train.eval_num_samples)
+    final = final_metrics(vae, data.test_x, run.config.train.eval_num_samples, data.test_y)
+    if spec_of(vae).name == "ssvae":
+        final.update(baseline_metrics(run))
     final["pixels"] = data.pixels
     run.metrics["final"] = final
     write_metrics(run)
@@ -304,6 +505,10 @@ def finish(run: Run) -> Run:
 
 
 __all__ = [
+    "MODELS",
+    "ModelSpec",
+    "build_model",
+    "baseline_metrics",
     "fit",
     "resume",
     "load_run",

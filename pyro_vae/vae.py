@@ -6,6 +6,7 @@ References: Kingma & Welling, *Auto-Encoding Variational Bayes*, ICLR 2014.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 
 import pyro
@@ -15,11 +16,11 @@ from torch import Tensor, nn
 
 from .guides import Encoder, build_head, moments
 from .likelihoods import get_likelihood
-from .nets import MLPDecoder, MLPEncoder
+from .nets import get_net
 
 
 class VAE(nn.Module):
-    """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)), q(z|x) = guide head(encoder MLP(x)).
+    """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)), q(z|x) = guide head(encoder(x)).
 
     With the default ``guide="diag"``, q(z|x) = N(μ(x), diag σ²(x)) as in Kingma & Welling.
 
@@ -30,14 +31,19 @@ class VAE(nn.Module):
 
     :param int x_dim: D, pixels per image.
     :param int z_dim: latent dimension.
-    :param hidden_dims: MLP widths of the encoder; the decoder mirrors them.
+    :param hidden_dims: MLP widths of the encoder; the decoder mirrors them (``net="conv"``: the
+        width of the linear layer is the last one).
     :param str likelihood: a name in :data:`pyro_vae.likelihoods.LIKELIHOODS`.
     :param str guide: a name in :data:`pyro_vae.guides.GUIDES`.
     :param int flow_steps: K, for guides that take it (``iaf``).
+    :param str net: a name in :data:`pyro_vae.nets.NETS` (``mlp`` or ``conv``).
+    :param image_shape: (C, H, W) with C·H·W = x_dim; needed by ``net="conv"``.
 
     ``beta`` (default 1) scales the latent site in model and guide through
     ``pyro.poutine.scale``: β·KL in the loss, for KL warm-up.
     """
+
+    conditional = False  # encode/decode/reconstruct/sample take no label
 
     def __init__(
         self,
@@ -47,13 +53,16 @@ class VAE(nn.Module):
         likelihood: str = "bernoulli",
         guide: str = "diag",
         flow_steps: int = 2,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
     ):
         super().__init__()
         self.x_dim, self.z_dim, self.guide_name = x_dim, z_dim, guide
         self.lik = get_likelihood(likelihood)
-        body = MLPEncoder(x_dim, hidden_dims)
+        nets, shape = get_net(net), tuple(image_shape or (x_dim,))
+        body = nets.encoder(shape, hidden_dims, 0)
         self.encoder = Encoder(body, build_head(guide, body.out_dim, z_dim, flow_steps=flow_steps))
-        self.decoder = MLPDecoder(z_dim, x_dim, hidden_dims, self.lik.out_per_pixel)
+        self.decoder = nets.decoder(z_dim, shape, hidden_dims, self.lik.out_per_pixel)
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
         self.beta = 1.0
@@ -85,6 +94,16 @@ class VAE(nn.Module):
     def guide(self, x: Tensor) -> None:
         with self._latent_scale():
             self.encoder.guide(x)  # site "z" in plate "data": (..., batch, z_dim)
+
+    @functools.cached_property
+    def pair(self) -> tuple:
+        """``(model, guide)``, bound once: a JIT estimator keys its compiled graph on their ids, and
+        ``self.model`` is a new bound method on every access."""
+        return self.model, self.guide
+
+    def loss_and_grads(self, elbo, x: Tensor) -> float:
+        """``elbo.loss_and_grads`` on this pair (what one training step differentiates)."""
+        return elbo.loss_and_grads(*self.pair, x)
 
     # -- helpers
     @torch.no_grad()

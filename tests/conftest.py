@@ -57,3 +57,19 @@ def idx_folder(tmp_path):
 @pytest.fixture(scope="session")
 def device():
     return torch.device("cpu")
+
+
+def write_svhn_folder(folder: Path, n_train: int = 30, n_test: int = 20, seed: int = 0) -> dict:
+    """``train_32x32.mat`` and ``test_32x32.mat`` as SVHN writes them: ``X`` (32, 32, 3, N) uint8,
+    ``y`` (N, 1) with labels 1..10, where 10 stands for the digit 0."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for name, n in (("train_32x32.mat", n_train), ("test_32x32.mat", n_test)):
+        x = rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8)
+        y = (np.arange(n) % 10 + 1).reshape(n, 1).astype(np.uint8)  # 1..10
+        savemat(folder / name, {"X": x, "y": y})
+        arrays[name] = (x, y)
+    return arrays

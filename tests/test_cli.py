@@ -55,6 +55,9 @@ def test_train_writes_a_run_folder(run_dir, capsys):
         "likelihood": "bernoulli",
         "guide": "diag",
         "flow_steps": 2,
+        "model": "vae",
+        "net": "mlp",
+        "prior": None,
     }
     assert config["data"]["pixels"] == "continuous"
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -183,3 +186,97 @@ def test_compare_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| iaf | dreg | 2 | continuous |" in printed and "wrote" in printed
     assert len(list((out / "cells").iterdir())) == 4 and (out / "results.csv").is_file()
+
+
+# ----------------------------------------------------------------------------- conditional models
+@pytest.fixture(scope="module")
+def cvae_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "cvae"
+    assert main(["train", *TINY, "--model", "cvae", "--prior", "standard", "--out", str(out)]) == 0
+    return out
+
+
+def test_cvae_train_sample_and_evaluate(cvae_dir, tmp_path, capsys):
+    config = json.loads((cvae_dir / "config.json").read_text())
+    assert config["model"]["model"] == "cvae" and config["model"]["prior"] == "standard"
+    final = json.loads((cvae_dir / "metrics.json").read_text())["final"]
+    assert final["conditional"] and 0 <= final["generative_accuracy"] <= 1 and final["classify_num_samples"] == 1
+    assert {"samples.png", "style_transfer.png", "latent.png"} <= set(os.listdir(cvae_dir))
+    capsys.readouterr()
+    assert main(["sample", str(cvae_dir), "--label", "3", "--num", "6", "--out", str(tmp_path / "three.png")]) == 0
+    assert "wrote 6 samples of class 3" in capsys.readouterr().out
+    assert main(["sample", str(cvae_dir), "--num", "20", "--out", str(tmp_path / "grid.png")]) == 0
+    assert "wrote 2 samples of each of the 10 classes" in capsys.readouterr().out
+    assert (tmp_path / "three.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["evaluate", str(cvae_dir), "--num-samples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "IS log p(x|y), K=20" in out and "KL(q(z|x,y) || p(z|y))" in out and "generative accuracy, K=2/class" in out
+    assert "bits/dim" in out
+
+
+def test_ssvae_train_reports_accuracy_and_baseline(tmp_path, capsys):
+    folder = tmp_path / "idx"
+    write_idx_folder(folder, n_train=60, n_test=20)
+    out = tmp_path / "ss"
+    args = ["train", *TINY, "--dataset", "mnist", "--data-dir", str(folder), "--model", "ssvae", "--labels", "20"]
+    assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "q(y|x) test accuracy" in printed and "with 20 labels (baseline classifier" in printed
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    assert final["labels"] == 20 and final["baseline_steps"] == 1  # 40 unlabelled images: one batch
+    assert json.loads((out / "config.json").read_text())["data"]["labels"] == 20
+
+
+def test_svhn_trains_end_to_end_from_the_cli(tmp_path):
+    from conftest import write_svhn_folder
+
+    write_svhn_folder(tmp_path / "svhn", n_train=16, n_test=8)
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train", "--dataset", "svhn", "--data-dir", str(tmp_path / "svhn"), "--model", "cvae", "--net", "conv",
+        "--likelihood", "gaussian", "--z-dim", "3", "--hidden-dims", "16", "--epochs", "1", "--batch-size", "8",
+        "--num-samples", "10", "--quiet", "--device", "cpu", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "bits/dim" in proc.stdout and "generative classification accuracy" in proc.stdout
+    assert json.loads((out / "metrics.json").read_text())["data"]["image_shape"] == [3, 32, 32]
+    proc = run_cli("sample", str(out), "--label", "7", "--num", "4", "--out", str(tmp_path / "s.png"))
+    assert proc.returncode == 0 and (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sample", "{run}", "--label", "3", "--out", "{tmp}/s.png"], "--label needs a conditional run"),
+        (
+            ["sample", "{cvae}", "--label", "11", "--out", "{tmp}/s.png"],
+            "--label must be a class in 0..9 (10 classes), got 11",
+        ),
+        (
+            ["train", "--model", "ssvae", "--labels", "5", "--out", "{tmp}/r"],
+            "labels must be at least the number of classes (10) so that every class keeps a label, got 5",
+        ),
+        (["train", "--prior", "learned", "--out", "{tmp}/r"], "prior applies to model 'cvae' only"),
+        (["train", "--labels", "100", "--out", "{tmp}/r"], "labels applies to model 'ssvae' only"),
+        (["train", "--model", "cvae", "--prior", "flat"], ("invalid choice: 'flat'", "'learned'", "'standard'")),
+        (["train", "--net", "resnet"], ("invalid choice: 'resnet'", "'mlp'", "'conv'")),
+        (
+            ["train", "--model", "ssvae", "--labels", "100", "--elbo", "dreg", "--out", "{tmp}/r"],
+            "model 'ssvae' trains with TraceEnum_ELBO",
+        ),
+        (
+            ["train", "--dataset", "svhn", "--data-dir", "{tmp}/small", "--out", "{tmp}/r"],
+            "lacks test_32x32.mat; both SVHN files are needed",
+        ),
+    ],
+)
+def test_bad_conditional_input_is_one_line(run_dir, cvae_dir, tmp_path, args, message):
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "train_32x32.mat").write_bytes(b"")
+    args = [a.format(tmp=tmp_path, run=run_dir, cvae=cvae_dir) for a in args]
+    before = snapshot(cvae_dir)
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert all(m in last for m in ((message,) if isinstance(message, str) else message)), last
+    assert before == snapshot(cvae_dir) and not (tmp_path / "r").exists()

@@ -156,3 +156,68 @@ def test_batches_cover_each_index_once():
         assert torch.equal(xb[:, 0].long(), yb) and len(xb) <= 4
         seen += yb.tolist()
     assert sorted(seen) == list(range(10)) and seen != list(range(10))
+
+
+# ----------------------------------------------------------------------------- SVHN and labels
+def test_svhn_mat_files_are_read_like_torchvision(tmp_path):
+    """X (32, 32, 3, N) becomes (N, 3·32·32) in (C, H, W) order; label 10 becomes 0."""
+    from conftest import write_svhn_folder
+
+    arrays = write_svhn_folder(tmp_path, n_train=12, n_test=5)
+    data = load_dataset("svhn", str(tmp_path))
+    assert data.image_shape == (3, 32, 32) and data.x_dim == 3072 and data.num_classes == 10
+    assert data.train_x.shape == (12, 3072) and data.test_x.shape == (5, 3072)
+    x, y = arrays["train_32x32.mat"]
+    expected = torch.as_tensor(x.transpose(3, 2, 0, 1).reshape(12, -1), dtype=torch.float32) / 255
+    torch.testing.assert_close(data.train_x, expected)
+    assert data.train_y.tolist() == [int(v) % 10 for v in y[:, 0]] and data.train_y.dtype == torch.int64
+    assert 0 in data.train_y.tolist()  # the 10s
+    # pixel (channel 1, row 3, column 7) of image 2 is X[3, 7, 1, 2]
+    assert data.train_x[2].reshape(3, 32, 32)[1, 3, 7] == pytest.approx(x[3, 7, 1, 2] / 255)
+
+
+def test_svhn_missing_or_corrupt_files(tmp_path):
+    from conftest import write_svhn_folder
+
+    write_svhn_folder(tmp_path)
+    (tmp_path / "test_32x32.mat").unlink()
+    with pytest.raises(DataError, match=r"lacks test_32x32.mat; both SVHN files are needed"):
+        load_dataset("svhn", str(tmp_path))
+    (tmp_path / "test_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="cannot read SVHN file .*test_32x32.mat"):
+        load_dataset("svhn", str(tmp_path))
+    with pytest.raises(DataError, match="is not a folder"):
+        load_dataset("svhn", str(tmp_path / "nowhere"))
+
+
+def test_svhn_failed_download_is_one_line_naming_files_and_flag(tmp_path, monkeypatch):
+    """torchvision's SVHN download code runs; its network call fails as it does offline."""
+    import torchvision.datasets.svhn as tv_svhn
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_svhn, "download_url", offline)
+    monkeypatch.setenv("PYRO_VAE_DATA", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as err:
+        load_dataset("svhn")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("could not download SVHN into")
+    assert "train_32x32.mat and test_32x32.mat" in msg and "--data-dir" in msg
+
+
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (torch.zeros(3), r"training labels must be an integer tensor of class indices, got Tensor torch.float32"),
+        (torch.zeros(3, dtype=torch.bool), "must be an integer tensor of class indices, got Tensor torch.bool"),
+        (torch.zeros(3, 1, dtype=torch.int64), r"must have shape \(3,\), one class index per image, got shape \(3, 1"),
+        (torch.tensor([0, 4, 10]), r"must lie in 0..9 \(10 classes\), got values in \[0, 10\]"),
+    ],
+)
+def test_check_labels_names_the_problem(y, message):
+    from pyro_vae.data import check_labels
+
+    with pytest.raises(ValueError, match=message):
+        check_labels(y, 10, n=3, name="training labels")
+    check_labels(torch.tensor([0, 9, 3], dtype=torch.int32), 10, n=3)  # and good labels pass

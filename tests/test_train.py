@@ -3,6 +3,7 @@
 import json
 import math
 
+import pyro
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
@@ -10,8 +11,18 @@ from pyro.infer import Trace_ELBO
 import pyro_vae
 from pyro_vae.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from pyro_vae.config import RunConfig
+from pyro_vae.elbos import build_elbo
 from pyro_vae.io import atomic_write_text
-from pyro_vae.train import TrainingDiverged, fit, load_run, resolve_device, resume
+from pyro_vae.train import (
+    TrainingDiverged,
+    build_model,
+    fit,
+    load_run,
+    make_optimizer,
+    resolve_device,
+    resume,
+    train_step,
+)
 
 
 def small_config(**train) -> RunConfig:
@@ -104,6 +115,27 @@ def test_nan_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, monkeypatc
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == 1
     monkeypatch.setattr(Trace_ELBO, "loss_and_grads", real_step)
     assert resume(tmp_path / "run", progress=False).metrics["epochs"][-1]["epoch"] == 3
+
+
+@pytest.mark.parametrize("model", ["vae", "cvae"])
+def test_jit_compiles_once_and_trains_every_parameter(model):
+    """``--jit``: JitTrace_ELBO keys its compiled graph on the ids of model and guide, so a
+    training loop that passed a fresh bound method each step would trace a new graph every step.
+    Five steps compile one graph, and every parameter Pyro registers is one Adam updates."""
+    pyro.clear_param_store()
+    cfg = RunConfig()
+    cfg.model.model, cfg.model.z_dim, cfg.model.hidden_dims = model, 4, (32,)
+    cfg.model.prior = "learned" if model == "cvae" else None
+    net = build_model(cfg, (16,), num_classes=3)
+    elbo = build_elbo("trace", 1, jit=True)
+    optimizer = make_optimizer(net, 1e-2)
+    x, y = torch.rand(5, 8, 16), torch.randint(3, (5, 8))
+    losses = [train_step(elbo, net, optimizer, x[i], *((y[i],) if model == "cvae" else ())) for i in range(5)]
+    assert all(math.isfinite(v) for v in losses)
+    assert len(elbo._loss_and_surrogate_loss.compiled) == 1
+    owned = {id(p) for p in net.parameters()}
+    assert {id(p.unconstrained()) for p in pyro.get_param_store().values()} <= owned
+    assert len(pyro.get_param_store()) == len(owned)
 
 
 def test_kl_warmup_records_beta(tmp_path):

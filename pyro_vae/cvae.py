@@ -1,0 +1,277 @@
+"""The conditional VAE: a Pyro model p(z|y) p(x|z, y) and its guide q(z|x, y), side by side, and
+the conditional metrics: importance-sampled log p(x|y) and generative classification.
+
+The objective per labelled image is E_q(z|x,y)[log p(x|z, y)] − KL(q(z|x, y) ‖ p(z|y)), where
+p(z|y) is either learned (a per-class Gaussian) or N(0, I).
+
+References:
+    Sohn, Lee & Yan, *Learning Structured Output Representation using Deep Conditional Generative
+    Models*, NeurIPS 2015.
+    Kingma, Rezende, Mohamed & Welling, *Semi-Supervised Learning with Deep Generative Models*,
+    NeurIPS 2014 (the conditional generative model M2 shares).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import check_labels
+from .evaluate import DEFAULT_CHUNK, importance_log_px
+from .guides import MIN_SCALE, Encoder, build_head, moments
+from .likelihoods import get_likelihood
+from .nets import get_net
+
+
+class LearnedPrior(nn.Module):
+    """one-hot(y) ↦ p(z|y) = N(μ_y, diag σ_y²): one linear map, σ = softplus(·) + 1e-4.
+
+    On a one-hot input a linear map is a table of one (μ, σ) per class. It starts at N(0, I)
+    (zero weights, σ's bias at softplus⁻¹(1)), so a learned and a standard prior begin equal.
+    """
+
+    def __init__(self, num_classes: int, z_dim: int):
+        super().__init__()
+        self.net = nn.Linear(num_classes, 2 * z_dim)
+        nn.init.zeros_(self.net.weight)
+        nn.init.zeros_(self.net.bias)
+        with torch.no_grad():
+            self.net.bias[z_dim:] = math.log(math.expm1(1.0 - MIN_SCALE))
+
+    def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        loc, raw = self.net(c).chunk(2, dim=-1)  # each (..., z_dim)
+        return loc, F.softplus(raw) + MIN_SCALE
+
+
+def one_hot(y: Tensor, num_classes: int) -> Tensor:
+    """``(...)`` int64 labels ↦ ``(..., num_classes)`` float one-hot vectors."""
+    return F.one_hot(y, num_classes).float()
+
+
+class ConditionalModel(nn.Module):
+    """What the conditional models (:class:`CVAE`, :class:`pyro_vae.ssvae.SSVAE`) share: the networks
+    of p(x|z, y) = likelihood(decoder([z, one-hot y])) and q(z|x, y) = guide head(encoder(x, y)),
+    and the helpers that take labels. A subclass adds its prior :meth:`prior` and its Pyro pair.
+
+    :param int x_dim: D, pixels per image.
+    :param int num_classes: K; labels lie in 0..K−1.
+    :param int z_dim: latent dimension.
+    :param hidden_dims: widths of the encoder; the decoder mirrors them.
+    :param str likelihood: a name in :data:`pyro_vae.likelihoods.LIKELIHOODS`.
+    :param str guide: a name in :data:`pyro_vae.guides.GUIDES`.
+    :param int flow_steps: K, for guides that take it (``iaf``).
+    :param str net: a name in :data:`pyro_vae.nets.NETS`.
+    :param image_shape: (C, H, W); needed by ``net="conv"``.
+
+    ``beta`` (default 1) scales the latent site in model and guide (β·KL, for KL warm-up).
+    """
+
+    conditional = True  # encode/decode/reconstruct/sample take labels
+
+    def __init__(
+        self,
+        x_dim: int,
+        num_classes: int = 10,
+        z_dim: int = 20,
+        hidden_dims: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        guide: str = "diag",
+        flow_steps: int = 2,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        self.x_dim, self.z_dim, self.num_classes, self.guide_name = x_dim, z_dim, num_classes, guide
+        self.hidden_dims, self.net_name = tuple(hidden_dims), net
+        self.lik = get_likelihood(likelihood)
+        nets, self.image_shape = get_net(net), tuple(image_shape or (x_dim,))
+        body = nets.encoder(self.image_shape, hidden_dims, num_classes)
+        self.encoder = Encoder(body, build_head(guide, body.out_dim, z_dim, flow_steps=flow_steps))
+        self.decoder = nets.decoder(z_dim + num_classes, self.image_shape, hidden_dims, self.lik.out_per_pixel)
+        self.register_buffer("prior_loc", torch.zeros(z_dim))
+        self.register_buffer("prior_scale", torch.ones(z_dim))
+        self.beta = 1.0
+
+    def prior(self, y: Tensor | None = None) -> dist.TorchDistribution:
+        """p(z|y), event shape ``(z_dim,)``; N(0, I) (batch shape ``()``) unless a subclass learns one."""
+        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+
+    def likelihood(self, z: Tensor, y: Tensor) -> dist.TorchDistribution:
+        """p(x|z, y) for ``z`` ``(..., z_dim)`` and ``y`` broadcastable to ``(...)``: event ``(x_dim,)``."""
+        c = one_hot(y, self.num_classes)  # (..., num_classes)
+        lead = torch.broadcast_shapes(z.shape[:-1], c.shape[:-1])
+        zc = torch.cat([z.expand(*lead, self.z_dim), c.expand(*lead, self.num_classes)], -1)
+        return self.lik.make(self.decoder(zc))  # decoder input (..., z_dim + num_classes)
+
+    def posterior(self, x: Tensor, y: Tensor) -> dist.TorchDistribution:
+        """q(z|x, y) for ``x`` ``(batch, x_dim)``, ``y`` ``(batch,)`` (or enumerated, ``(classes, 1)``):
+        batch shape their broadcast, event ``(z_dim,)``."""
+        return self.encoder(x, one_hot(y, self.num_classes))
+
+    def _latent_scale(self):
+        return contextlib.nullcontext() if self.beta == 1.0 else pyro.poutine.scale(scale=self.beta)
+
+    # -- helpers (labels are checked here, at the user's boundary; model and guide trust them)
+    def _labels(self, y: Tensor | int, n: int) -> Tensor:
+        if isinstance(y, int) and not isinstance(y, bool):
+            y = torch.full((n,), y, dtype=torch.int64)
+        check_labels(y, self.num_classes, n=n)
+        return y.to(self.prior_loc.device)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """:returns: the mean and marginal standard deviation of q(z|x, y), each ``(batch, z_dim)``."""
+        return moments(self.posterior(x, self._labels(y, len(x))))
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, y: Tensor | int) -> Tensor:
+        """:returns: the mean of p(x|z, y), ``(batch, x_dim)`` for ``z`` ``(batch, z_dim)``."""
+        return self.likelihood(z, self._labels(y, len(z))).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor) -> Tensor:
+        """Decode the posterior mean with the same label: ``(batch, x_dim)`` ↦ ``(batch, x_dim)``."""
+        return self.decode(self.encode(x, y)[0], y)
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | int) -> Tensor:
+        """:param y: one label for all, or ``(n,)`` labels.
+        :returns: the means of p(x|z, y) for ``n`` draws z ~ p(z|y), ``(n, x_dim)``."""
+        y = self._labels(y, n)
+        z = self.prior(y).expand((n,)).sample()  # (n, z_dim)
+        return self.likelihood(z, y).mean
+
+
+class CVAE(ConditionalModel):
+    """p(z|y), p(x|z, y) = likelihood(decoder([z, one-hot y])), q(z|x, y) = guide head(encoder(x, y)).
+
+    Both :meth:`model` and :meth:`guide` take ``x`` of shape ``(batch, x_dim)`` and ``y`` of shape
+    ``(batch,)`` (int64 class indices), and sample the latent site ``"z"`` (event shape
+    ``(z_dim,)``) inside ``pyro.plate("data", batch, dim=-1)``; the model observes ``"x"``. Every
+    registered guide head (``diag``, ``diag-score``, ``fullcov``, ``iaf``) and estimator works; the
+    ``meanfield`` estimator uses torch's closed-form KL between q and the Gaussian p(z|y).
+
+    The parameters are those of :class:`ConditionalModel`, and (keyword only):
+
+    :param str prior: ``"learned"`` (a :class:`LearnedPrior` per class) or ``"standard"`` (N(0, I)).
+    """
+
+    def __init__(self, *args, prior: str = "learned", **kwargs):
+        if prior not in ("learned", "standard"):
+            raise ValueError(f"unknown prior {prior!r}; choose one of learned, standard")
+        super().__init__(*args, **kwargs)
+        self.prior_name = prior
+        self.prior_net = LearnedPrior(self.num_classes, self.z_dim) if prior == "learned" else None
+
+    # -- the prior
+    def prior(self, y: Tensor) -> dist.TorchDistribution:
+        """p(z|y) for ``y`` of shape ``(...)``: batch shape ``(...)`` (``()`` for the standard
+        prior, which plates broadcast), event shape ``(z_dim,)``."""
+        if self.prior_net is None:
+            return super().prior(y)
+        return dist.Normal(*self.prior_net(one_hot(y, self.num_classes))).to_event(1)
+
+    # -- the Pyro pair
+    def model(self, x: Tensor, y: Tensor) -> None:
+        pyro.module("decoder", self.decoder)
+        if self.prior_net is not None:
+            pyro.module("prior_net", self.prior_net)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with self._latent_scale():
+                z = pyro.sample("z", self.prior(y))  # (..., batch, z_dim)
+            pyro.sample("x", self.likelihood(z, y), obs=x)
+
+    def guide(self, x: Tensor, y: Tensor) -> None:
+        with self._latent_scale():
+            self.encoder.guide(x, one_hot(y, self.num_classes))  # site "z": (..., batch, z_dim)
+
+    @functools.cached_property
+    def pair(self) -> tuple:
+        """``(model, guide)``, bound once: a JIT estimator keys its compiled graph on their ids, and
+        ``self.model`` is a new bound method on every access."""
+        return self.model, self.guide
+
+    def loss_and_grads(self, elbo, x: Tensor, y: Tensor) -> float:
+        """``elbo.loss_and_grads`` on this pair (what one training step differentiates)."""
+        return elbo.loss_and_grads(*self.pair, x, y)
+
+    # -- helpers
+    @torch.no_grad()
+    def transfer(self, z: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
+        """Move codes of class ``y`` to class ``y_new`` keeping their place within the prior:
+        z' = μ_{y'} + σ_{y'} · (z − μ_y) / σ_y, the prior's reparameterization with the same ε.
+
+        With the standard prior this is z itself. With a learned prior, decoding the unchanged z
+        with another label would ask the decoder about a code far from that class's prior (z
+        carries the class too), so style transfer goes through ε instead.
+
+        :param Tensor z: ``(..., z_dim)``; ``y`` and ``y_new`` class indices broadcastable to ``(...)``.
+        :returns: ``(..., z_dim)``.
+        """
+        if self.prior_net is None:
+            return z
+        loc, scale = self.prior_moments()  # (num_classes, z_dim) each
+        return loc[y_new] + scale[y_new] * (z - loc[y]) / scale[y]
+
+    @torch.no_grad()
+    def prior_moments(self) -> tuple[Tensor, Tensor]:
+        """:returns: the per-class mean and standard deviation of p(z|y), each ``(num_classes, z_dim)``."""
+        y = torch.arange(self.num_classes, device=self.prior_loc.device)
+        p = self.prior(y).expand((self.num_classes,))
+        return p.mean, p.stddev
+
+
+# ----------------------------------------------------------------------------- conditional metrics
+@torch.no_grad()
+def class_log_likelihoods(
+    model, guide, x: Tensor, num_classes: int, num_samples: int = 100, chunk_size: int = DEFAULT_CHUNK
+) -> Tensor:
+    """Importance-sampled log p(x|y = k) for every image and every class k.
+
+    Each image is paired with each of the K classes (the 10 classes in one vectorized batch) and
+    passed to :func:`pyro_vae.evaluate.importance_log_px`, which bounds the memory by at most
+    ``chunk_size`` (particle, pair) evaluations per forward pass.
+
+    :param model: ``model(x, y)`` of a conditional model (e.g. :meth:`CVAE.model`).
+    :param guide: ``guide(x, y)``.
+    :param Tensor x: ``(N, D)``.
+    :param int num_samples: importance samples per (image, class).
+    :returns: ``(N, num_classes)`` nats.
+    """
+    n = len(x)
+    ys = torch.arange(num_classes, device=x.device).repeat_interleave(n)  # (K·N,) class-major
+    log_px = importance_log_px(
+        model, guide, x.repeat(num_classes, 1), ys, num_samples=num_samples, chunk_size=chunk_size
+    )  # (K·N,)
+    return log_px.reshape(num_classes, n).T  # (N, K)
+
+
+@torch.no_grad()
+def generative_classify(
+    model,
+    guide,
+    x: Tensor,
+    num_classes: int,
+    num_samples: int = 100,
+    log_prior_y: Tensor | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[Tensor, Tensor]:
+    """Generative classification: ŷ = argmax_y [log p̂(x|y) + log p(y)], with log p̂(x|y) from
+    :func:`class_log_likelihoods`.
+
+    :param Tensor log_prior_y: ``(num_classes,)`` log p(y); default uniform (it does not change
+        the argmax then).
+    :returns: the predictions ``(N,)`` int64 and the log posterior scores ``(N, num_classes)``.
+    """
+    scores = class_log_likelihoods(model, guide, x, num_classes, num_samples, chunk_size)
+    if log_prior_y is not None:
+        scores = scores + log_prior_y.to(scores.device)
+    return scores.argmax(-1), scores
