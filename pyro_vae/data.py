@@ -149,7 +149,8 @@ def labelled_subset(y: Tensor, num_labels: int, num_classes: int, seed: int = LA
 
     Each class gets ``num_labels // num_classes`` images (the first ``num_labels % num_classes``
     classes one more), drawn without replacement with a fixed seed, so every run with the same
-    data and N keeps the same labels.
+    data and N keeps the same labels. N equal to the training set keeps every label, whatever the
+    class sizes.
 
     :param Tensor y: ``(N,)`` training labels.
     :returns: ``(num_labels,)`` int64 indices into the training set, sorted.
@@ -162,6 +163,8 @@ def labelled_subset(y: Tensor, num_labels: int, num_classes: int, seed: int = LA
         )
     if num_labels > len(y):
         raise ValueError(f"labels must be at most the number of training images ({len(y)}), got {num_labels}")
+    if num_labels == len(y):
+        return torch.arange(len(y))
     g = torch.Generator().manual_seed(seed)
     y = y.cpu()
     chosen = []

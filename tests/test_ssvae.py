@@ -130,6 +130,19 @@ def test_labelled_subset_is_balanced_fixed_and_checked():
         labelled_subset(y, 2000, 10)
     with pytest.raises(ValueError, match="class 9 has 0 training images, fewer than the 2 labels it needs"):
         labelled_subset(y % 9, 20, 10)
+    unbalanced = torch.cat([torch.zeros(7, dtype=torch.int64), torch.arange(1, 10)])  # class 0: 7 images, others 1
+    assert torch.equal(labelled_subset(unbalanced, 16, 10), torch.arange(16))  # all labels: every image
+
+
+def test_ssvae_without_labels_keeps_them_all(tmp_path):
+    """The default (no --labels) is fully supervised: MNIST-5k's classes are unequal (class 1 has
+    396 of 4,000), so 'all labels' must not mean '400 per class'; no unlabelled batch remains."""
+    cfg = small_ssvae_config(epochs=1)
+    cfg.data.labels = None
+    run = fit(cfg, tmp_path / "run", progress=False)
+    final = run.metrics["final"]
+    assert final["labels"] == 4000 and run.metrics["epochs"][0]["steps"] == math.ceil(4000 / 128)
+    assert final["accuracy"] > 0.5
 
 
 def test_baseline_classifier_learns_a_separable_problem():
