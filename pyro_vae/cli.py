@@ -275,7 +275,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         plots.samples(model, run.image_shape, args.num, path=args.out)
         print(f"wrote {args.num} samples to {args.out}")
     elif args.label is not None:
-        plots.save(plots.grid(model.sample(args.num, args.label), run.image_shape), args.out)
+        plots.grid(model.sample(args.num, args.label), run.image_shape, path=args.out)
         print(f"wrote {args.num} samples of class {args.label} to {args.out}")
     else:
         per_class = max(1, args.num // model.num_classes)

@@ -13,8 +13,6 @@ References:
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 from collections.abc import Sequence
 
@@ -26,9 +24,9 @@ from torch import Tensor, nn
 
 from .data import check_labels
 from .evaluate import DEFAULT_CHUNK, importance_log_px
-from .guides import MIN_SCALE, Encoder, build_head, moments
-from .likelihoods import get_likelihood
-from .nets import get_net
+from .guides import MIN_SCALE, moments
+from .nets import with_condition
+from .vae import BaseVAE
 
 
 class LearnedPrior(nn.Module):
@@ -56,7 +54,7 @@ def one_hot(y: Tensor, num_classes: int) -> Tensor:
     return F.one_hot(y, num_classes).float()
 
 
-class ConditionalModel(nn.Module):
+class ConditionalModel(BaseVAE):
     """What the conditional models (:class:`CVAE`, :class:`pyro_vae.ssvae.SSVAE`) share: the networks
     of p(x|z, y) = likelihood(decoder([z, one-hot y])) and q(z|x, y) = guide head(encoder(x, y)),
     and the helpers that take labels. A subclass adds its prior :meth:`prior` and its Pyro pair.
@@ -88,17 +86,10 @@ class ConditionalModel(nn.Module):
         net: str = "mlp",
         image_shape: Sequence[int] | None = None,
     ):
-        super().__init__()
-        self.x_dim, self.z_dim, self.num_classes, self.guide_name = x_dim, z_dim, num_classes, guide
-        self.hidden_dims, self.net_name = tuple(hidden_dims), net
-        self.lik = get_likelihood(likelihood)
-        nets, self.image_shape = get_net(net), tuple(image_shape or (x_dim,))
-        body = nets.encoder(self.image_shape, hidden_dims, num_classes)
-        self.encoder = Encoder(body, build_head(guide, body.out_dim, z_dim, flow_steps=flow_steps))
-        self.decoder = nets.decoder(z_dim + num_classes, self.image_shape, hidden_dims, self.lik.out_per_pixel)
-        self.register_buffer("prior_loc", torch.zeros(z_dim))
-        self.register_buffer("prior_scale", torch.ones(z_dim))
-        self.beta = 1.0
+        super().__init__(
+            x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape, cond_dim=num_classes
+        )
+        self.num_classes = num_classes
 
     def prior(self, y: Tensor | None = None) -> dist.TorchDistribution:
         """p(z|y), event shape ``(z_dim,)``; N(0, I) (batch shape ``()``) unless a subclass learns one."""
@@ -106,18 +97,13 @@ class ConditionalModel(nn.Module):
 
     def likelihood(self, z: Tensor, y: Tensor) -> dist.TorchDistribution:
         """p(x|z, y) for ``z`` ``(..., z_dim)`` and ``y`` broadcastable to ``(...)``: event ``(x_dim,)``."""
-        c = one_hot(y, self.num_classes)  # (..., num_classes)
-        lead = torch.broadcast_shapes(z.shape[:-1], c.shape[:-1])
-        zc = torch.cat([z.expand(*lead, self.z_dim), c.expand(*lead, self.num_classes)], -1)
-        return self.lik.make(self.decoder(zc))  # decoder input (..., z_dim + num_classes)
+        zc = with_condition(z, one_hot(y, self.num_classes))  # (..., z_dim + num_classes)
+        return self.lik.make(self.decoder(zc))
 
     def posterior(self, x: Tensor, y: Tensor) -> dist.TorchDistribution:
         """q(z|x, y) for ``x`` ``(batch, x_dim)``, ``y`` ``(batch,)`` (or enumerated, ``(classes, 1)``):
         batch shape their broadcast, event ``(z_dim,)``."""
         return self.encoder(x, one_hot(y, self.num_classes))
-
-    def _latent_scale(self):
-        return contextlib.nullcontext() if self.beta == 1.0 else pyro.poutine.scale(scale=self.beta)
 
     # -- helpers (labels are checked here, at the user's boundary; model and guide trust them)
     def _labels(self, y: Tensor | int, n: int) -> Tensor:
@@ -148,6 +134,21 @@ class ConditionalModel(nn.Module):
         y = self._labels(y, n)
         z = self.prior(y).expand((n,)).sample()  # (n, z_dim)
         return self.likelihood(z, y).mean
+
+    @torch.no_grad()
+    def transfer(self, z: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
+        """Move codes of class ``y`` to class ``y_new`` keeping their place within the prior:
+        z' = μ_{y'} + σ_{y'} · (z − μ_y) / σ_y, the prior's reparameterization with the same ε.
+
+        Under N(0, I) for every class this is z itself. With a learned prior, decoding the
+        unchanged z with another label would ask the decoder about a code far from that class's
+        prior (z carries the class too), so style transfer goes through ε instead.
+
+        :param Tensor z: ``(..., z_dim)``; ``y`` and ``y_new`` class indices broadcastable to ``(...)``.
+        :returns: ``(..., z_dim)``.
+        """
+        old, new = self.prior(y), self.prior(y_new)
+        return new.mean + new.stddev * (z - old.mean) / old.stddev
 
 
 class CVAE(ConditionalModel):
@@ -193,34 +194,7 @@ class CVAE(ConditionalModel):
         with self._latent_scale():
             self.encoder.guide(x, one_hot(y, self.num_classes))  # site "z": (..., batch, z_dim)
 
-    @functools.cached_property
-    def pair(self) -> tuple:
-        """``(model, guide)``, bound once: a JIT estimator keys its compiled graph on their ids, and
-        ``self.model`` is a new bound method on every access."""
-        return self.model, self.guide
-
-    def loss_and_grads(self, elbo, x: Tensor, y: Tensor) -> float:
-        """``elbo.loss_and_grads`` on this pair (what one training step differentiates)."""
-        return elbo.loss_and_grads(*self.pair, x, y)
-
     # -- helpers
-    @torch.no_grad()
-    def transfer(self, z: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
-        """Move codes of class ``y`` to class ``y_new`` keeping their place within the prior:
-        z' = μ_{y'} + σ_{y'} · (z − μ_y) / σ_y, the prior's reparameterization with the same ε.
-
-        With the standard prior this is z itself. With a learned prior, decoding the unchanged z
-        with another label would ask the decoder about a code far from that class's prior (z
-        carries the class too), so style transfer goes through ε instead.
-
-        :param Tensor z: ``(..., z_dim)``; ``y`` and ``y_new`` class indices broadcastable to ``(...)``.
-        :returns: ``(..., z_dim)``.
-        """
-        if self.prior_net is None:
-            return z
-        loc, scale = self.prior_moments()  # (num_classes, z_dim) each
-        return loc[y_new] + scale[y_new] * (z - loc[y]) / scale[y]
-
     @torch.no_grad()
     def prior_moments(self) -> tuple[Tensor, Tensor]:
         """:returns: the per-class mean and standard deviation of p(z|y), each ``(num_classes, z_dim)``."""
@@ -236,9 +210,8 @@ def class_log_likelihoods(
 ) -> Tensor:
     """Importance-sampled log p(x|y = k) for every image and every class k.
 
-    Each image is paired with each of the K classes (the 10 classes in one vectorized batch) and
-    passed to :func:`pyro_vae.evaluate.importance_log_px`, which bounds the memory by at most
-    ``chunk_size`` (particle, pair) evaluations per forward pass.
+    One :func:`pyro_vae.evaluate.importance_log_px` pass per class, with every label set to it;
+    each bounds the memory by at most ``chunk_size`` (particle, image) evaluations per forward pass.
 
     :param model: ``model(x, y)`` of a conditional model (e.g. :meth:`CVAE.model`).
     :param guide: ``guide(x, y)``.
@@ -246,12 +219,13 @@ def class_log_likelihoods(
     :param int num_samples: importance samples per (image, class).
     :returns: ``(N, num_classes)`` nats.
     """
-    n = len(x)
-    ys = torch.arange(num_classes, device=x.device).repeat_interleave(n)  # (K·N,) class-major
-    log_px = importance_log_px(
-        model, guide, x.repeat(num_classes, 1), ys, num_samples=num_samples, chunk_size=chunk_size
-    )  # (K·N,)
-    return log_px.reshape(num_classes, n).T  # (N, K)
+    per_class = [
+        importance_log_px(
+            model, guide, x, torch.full((len(x),), k, device=x.device), num_samples=num_samples, chunk_size=chunk_size
+        )
+        for k in range(num_classes)
+    ]  # K × (N,)
+    return torch.stack(per_class, -1)  # (N, K)
 
 
 @torch.no_grad()

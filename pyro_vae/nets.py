@@ -27,7 +27,7 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _with_condition(h: Tensor, c: Tensor | None) -> Tensor:
+def with_condition(h: Tensor, c: Tensor | None) -> Tensor:
     """[h, c] along the last dim, broadcasting the leading dims of both; h alone when c is None."""
     if c is None:
         return h
@@ -50,7 +50,7 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(mlp([x_dim + cond_dim, *hidden_dims]), nn.ReLU())
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return self.net(_with_condition(x, c))  # (..., hidden_dims[-1])
+        return self.net(with_condition(x, c))  # (..., hidden_dims[-1])
 
 
 class MLPDecoder(nn.Module):
@@ -103,7 +103,7 @@ class ConvEncoder(nn.Module):
         lead = x.shape[:-1]
         h = self.conv(x.reshape(-1, *self.image_shape))  # (n, 64, H/4, W/4)
         h = h.flatten(1).reshape(*lead, -1)  # (..., 64·H/4·W/4)
-        return self.fc(_with_condition(h, c))  # (..., hidden_dim)
+        return self.fc(with_condition(h, c))  # (..., hidden_dim)
 
 
 class ConvDecoder(nn.Module):

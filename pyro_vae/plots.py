@@ -133,16 +133,14 @@ def style_transfer(model, x: Tensor, y: Tensor, image_shape: Sequence[int], path
     """Each row: an input x (first column), then x encoded with its own label y, z = mean of
     q(z|x, y), decoded with every class y' = 0, 1, ..., K−1: the style of x, the content of y'.
 
-    A model with a per-class prior (:meth:`pyro_vae.cvae.CVAE.transfer`) first moves z to class
-    y' through the prior, μ_{y'} + σ_{y'}(z − μ_y)/σ_y; with N(0, I) for every class z is kept."""
+    z moves to class y' through the prior first (:meth:`pyro_vae.cvae.ConditionalModel.transfer`),
+    μ_{y'} + σ_{y'}(z − μ_y)/σ_y; under N(0, I) for every class z is kept."""
     k = model.num_classes
     z = model.encode(x, y)[0]  # (n, z_dim)
     classes = torch.arange(k, device=z.device)
     rows = []
     for i in range(len(x)):
-        zi = z[i].expand(k, -1)  # (k, z_dim)
-        if hasattr(model, "transfer"):
-            zi = model.transfer(zi, y[i].to(z.device), classes)
+        zi = model.transfer(z[i].expand(k, -1), y[i].to(z.device), classes)  # (k, z_dim)
         rows.append(torch.cat([x[i : i + 1], model.decode(zi, classes)]))
     fig = Figure(figsize=((k + 1) * 0.6, len(x) * 0.6))
     _show_grid(fig.subplots(), torch.cat(rows), image_shape, nrow=k + 1)

@@ -19,7 +19,55 @@ from .likelihoods import get_likelihood
 from .nets import get_net
 
 
-class VAE(nn.Module):
+class BaseVAE(nn.Module):
+    """What every model here shares: the likelihood, the encoder (of x and an optional condition
+    of width ``cond_dim``) feeding a guide head, the decoder of [z, condition], the N(0, I) buffers,
+    β, and the training step's hook :meth:`loss_and_grads`. Subclasses add their Pyro pair.
+
+    ``beta`` (default 1) scales the latent site in model and guide through
+    ``pyro.poutine.scale``: β·KL in the loss, for KL warm-up.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int],
+        likelihood: str,
+        guide: str,
+        flow_steps: int,
+        net: str,
+        image_shape: Sequence[int] | None,
+        cond_dim: int = 0,
+    ):
+        super().__init__()
+        self.x_dim, self.z_dim, self.guide_name = x_dim, z_dim, guide
+        self.hidden_dims, self.net_name = tuple(hidden_dims), net
+        self.lik = get_likelihood(likelihood)
+        nets, self.image_shape = get_net(net), tuple(image_shape or (x_dim,))
+        body = nets.encoder(self.image_shape, hidden_dims, cond_dim)
+        self.encoder = Encoder(body, build_head(guide, body.out_dim, z_dim, flow_steps=flow_steps))
+        self.decoder = nets.decoder(z_dim + cond_dim, self.image_shape, hidden_dims, self.lik.out_per_pixel)
+        self.register_buffer("prior_loc", torch.zeros(z_dim))
+        self.register_buffer("prior_scale", torch.ones(z_dim))
+        self.beta = 1.0
+
+    def _latent_scale(self):
+        return contextlib.nullcontext() if self.beta == 1.0 else pyro.poutine.scale(scale=self.beta)
+
+    @functools.cached_property
+    def pair(self) -> tuple:
+        """``(model, guide)``, bound once: a JIT estimator keys its compiled graph on their ids, and
+        ``self.model`` is a new bound method on every access."""
+        return self.model, self.guide
+
+    def loss_and_grads(self, elbo, *args: Tensor) -> float:
+        """``elbo.loss_and_grads`` on this pair and the model's arguments (what one training step
+        differentiates)."""
+        return elbo.loss_and_grads(*self.pair, *args)
+
+
+class VAE(BaseVAE):
     """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)), q(z|x) = guide head(encoder(x)).
 
     With the default ``guide="diag"``, q(z|x) = N(μ(x), diag σ²(x)) as in Kingma & Welling.
@@ -56,16 +104,7 @@ class VAE(nn.Module):
         net: str = "mlp",
         image_shape: Sequence[int] | None = None,
     ):
-        super().__init__()
-        self.x_dim, self.z_dim, self.guide_name = x_dim, z_dim, guide
-        self.lik = get_likelihood(likelihood)
-        nets, shape = get_net(net), tuple(image_shape or (x_dim,))
-        body = nets.encoder(shape, hidden_dims, 0)
-        self.encoder = Encoder(body, build_head(guide, body.out_dim, z_dim, flow_steps=flow_steps))
-        self.decoder = nets.decoder(z_dim, shape, hidden_dims, self.lik.out_per_pixel)
-        self.register_buffer("prior_loc", torch.zeros(z_dim))
-        self.register_buffer("prior_scale", torch.ones(z_dim))
-        self.beta = 1.0
+        super().__init__(x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape)
 
     # -- the distributions, shared by model, guide and helpers
     def prior(self) -> dist.TorchDistribution:
@@ -80,9 +119,6 @@ class VAE(nn.Module):
         """q(z|x) for ``x`` of shape ``(batch, x_dim)``: batch ``(batch,)``, event ``(z_dim,)``."""
         return self.encoder(x)
 
-    def _latent_scale(self):
-        return contextlib.nullcontext() if self.beta == 1.0 else pyro.poutine.scale(scale=self.beta)
-
     # -- the Pyro pair
     def model(self, x: Tensor) -> None:
         pyro.module("decoder", self.decoder)
@@ -94,16 +130,6 @@ class VAE(nn.Module):
     def guide(self, x: Tensor) -> None:
         with self._latent_scale():
             self.encoder.guide(x)  # site "z" in plate "data": (..., batch, z_dim)
-
-    @functools.cached_property
-    def pair(self) -> tuple:
-        """``(model, guide)``, bound once: a JIT estimator keys its compiled graph on their ids, and
-        ``self.model`` is a new bound method on every access."""
-        return self.model, self.guide
-
-    def loss_and_grads(self, elbo, x: Tensor) -> float:
-        """``elbo.loss_and_grads`` on this pair (what one training step differentiates)."""
-        return elbo.loss_and_grads(*self.pair, x)
 
     # -- helpers
     @torch.no_grad()
