@@ -1,46 +1,54 @@
-"""pyro_vae: variational autoencoders as Pyro model/guide pairs, trained by SVI."""
+"""pyro_vae: variational autoencoders as Pyro model/guide pairs, trained by SVI.
 
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from .cvae import CVAE, class_log_likelihoods, generative_classify
-from .data import DATASETS, PIXELS, DataError, ImageData, check_images, check_labels, labelled_subset, load_dataset
-from .evaluate import elbo_terms, importance_log_px, log_weights
-from .likelihoods import LIKELIHOODS, bits_per_dim
-from .nets import NETS
-from .ssvae import SSVAE, train_classifier
-from .train import MODELS, Run, TrainingDiverged, finish, fit, load_run, resume
-from .vae import VAE
+The names below are imported on first use (PEP 562), so that ``import pyro_vae.config`` and the
+command's folder lock cost no torch import.
+"""
 
-__all__ = [
-    "CVAE",
-    "DATASETS",
-    "LIKELIHOODS",
-    "MODELS",
-    "NETS",
-    "PIXELS",
-    "SSVAE",
-    "VAE",
-    "DataConfig",
-    "DataError",
-    "ImageData",
-    "ModelConfig",
-    "Run",
-    "RunConfig",
-    "TrainConfig",
-    "TrainingDiverged",
-    "bits_per_dim",
-    "check_images",
-    "check_labels",
-    "class_log_likelihoods",
-    "elbo_terms",
-    "finish",
-    "fit",
-    "generative_classify",
-    "importance_log_px",
-    "labelled_subset",
-    "load_dataset",
-    "load_run",
-    "log_weights",
-    "resume",
-    "train_classifier",
-]
+import importlib
+
+_EXPORTS = {
+    "config": ["ConfigError", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig"],
+    "cvae": ["CVAE", "class_log_likelihoods", "generative_classify"],
+    "data": [
+        "DATASETS",
+        "PIXELS",
+        "DataError",
+        "ImageData",
+        "check_images",
+        "check_labels",
+        "labelled_subset",
+        "load_dataset",
+    ],
+    "evaluate": ["elbo_terms", "importance_log_px", "log_weights"],
+    "likelihoods": ["LIKELIHOODS", "bits_per_dim"],
+    "nets": ["NETS"],
+    "runfolder": ["RunLocked", "run_state"],
+    "ssvae": ["SSVAE", "train_classifier"],
+    "train": [
+        "MODELS",
+        "Run",
+        "RunExists",
+        "RunInterrupted",
+        "TrainingDiverged",
+        "finish",
+        "fit",
+        "load_run",
+        "resume",
+    ],
+    "vae": ["VAE"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'pyro_vae' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

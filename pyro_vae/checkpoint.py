@@ -1,23 +1,32 @@
-"""Checkpoints: networks, optimizer, param store, RNG states, epoch, config and metrics in one
-file, written atomically at the end of every epoch."""
+"""Checkpoints: networks, optimizer, RNG states, epoch, config and metrics in one file, written
+atomically before the first step (epoch 0) and at the end of every epoch.
+
+The file is one header line, ``PYROVAE-CHECKPOINT sha256=<hex>``, then the ``torch.save`` bytes;
+the SHA-256 of those bytes is checked on load, so damage anywhere in the file is a one-line error,
+never silently altered weights. Files without the header (written by pyro_vae 0.1) load unchecked.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import pickle
 import random
 import zipfile
 from pathlib import Path
 
-import pyro
 import torch
 
-from .io import atomic_write
+from .io import atomic_write_bytes
+from .runfolder import CHECKPOINT_NAME
 
-CHECKPOINT_NAME = "checkpoint.pt"
+MAGIC = b"PYROVAE-CHECKPOINT sha256="
+
+__all__ = ["CHECKPOINT_NAME", "CheckpointError", "load_checkpoint", "save_checkpoint", "rng_state", "set_rng_state"]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing or cannot be read."""
+    """A checkpoint that is missing, damaged or cannot be read."""
 
 
 def rng_state() -> dict:
@@ -35,14 +44,14 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, **state) -> None:
-    """Write ``state`` plus the param store and RNG states to ``path``, atomically."""
-    store = pyro.get_param_store()
-    state = {
-        **state,
-        "param_store": {name: store[name].detach() for name in store.keys()},
-        "rng": rng_state(),
-    }
-    atomic_write(path, lambda f: torch.save(state, f))
+    """Write ``state`` plus the RNG states to ``path``, atomically, behind a SHA-256 header.
+
+    :raises pyro_vae.io.WriteError: when the file cannot be written; the previous one is kept.
+    """
+    buf = io.BytesIO()
+    torch.save({**state, "rng": rng_state()}, buf)
+    payload = buf.getvalue()
+    atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
 def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict:
@@ -54,7 +63,19 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train a run first (pyro-vae train --out DIR)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path} ({e.strerror or e})") from None
+    if raw.startswith(MAGIC):
+        header, _, payload = raw.partition(b"\n")
+        if hashlib.sha256(payload).hexdigest().encode() != header[len(MAGIC) :]:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: its content does not match its SHA-256; "
+                "restore it from a backup or train the run again"
+            )
+        raw = payload
+    try:
+        state = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason[:200]})") from None

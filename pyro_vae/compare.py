@@ -4,7 +4,8 @@ Each cell (guide, estimator, K, seed) is an ordinary run folder under ``OUT/cell
 :func:`pyro_vae.fit` and then measured: test ELBO, importance-sampled log p(x), their gap, active
 units, encoder and decoder gradient SNR of the cell's own estimator, and seconds per epoch. A cell
 whose ``cell.json`` exists is kept, so a rerun after an interruption skips it (a cell stopped
-mid-training resumes from its checkpoint). ``results.csv``, ``results.md`` and the plots are
+mid-training resumes from its checkpoint), but only when its ``fingerprint.json`` matches the
+grid's settings. ``results.csv``, ``results.md`` and the plots are
 rewritten from all cells at the end.
 """
 
@@ -14,8 +15,8 @@ import csv
 import io
 import json
 import math
+import shutil
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +24,12 @@ import pyro
 import torch
 
 from . import plots
-from .checkpoint import CHECKPOINT_NAME
-from .config import RunConfig
+from .config import ConfigError, RunConfig, _registry, check_options, option
 from .data import load_dataset
 from .diagnostics import active_units, gradient_snr
-from .elbos import build_elbo, get_elbo
-from .guides import get_guide
+from .elbos import ELBOS, IncompatiblePair, build_elbo
 from .io import atomic_write_text
+from .runfolder import CHECKPOINT_NAME, LOCK_NAME, RunLock
 from .train import fit, resolve_device, resume
 
 COLUMNS = [
@@ -58,116 +58,199 @@ class CompareConfig:
     ``elbos`` entries may carry their own K as ``"iwae:50"``; otherwise ``base.train.particles``.
     """
 
-    guides: Sequence[str] = ("diag",)
-    elbos: Sequence[str] = ("trace",)
-    seeds: Sequence[int] = (0,)
+    guides: tuple[str, ...] = option(
+        ("diag",), "q(z|x) families, comma-separated", choices=_registry("guides", "GUIDES")
+    )
+    elbos: tuple[str, ...] = option(("trace",), "estimators, comma-separated NAME or NAME:K, e.g. trace,iwae:5")
+    seeds: tuple[int, ...] = option((0,), "seeds, comma-separated; several give mean ± sd", minimum=0)
     base: RunConfig = field(default_factory=RunConfig)
-    snr_estimates: int = 64  # gradient draws per cell for the SNR
-    snr_batch_size: int = 128  # the fixed training minibatch the SNR is measured on
+    snr_estimates: int = option(64, "gradient draws per cell for the SNR", minimum=2)
+    snr_batch_size: int = option(128, "the fixed training minibatch the SNR is measured on", positive=True)
 
     def cells(self) -> list[tuple[str, str, int, int]]:
-        """(guide, estimator, K, seed) for every cell; checks every name first."""
+        """(guide, estimator, K, seed) for every cell; checks every option and name first.
+
+        :raises ConfigError: naming the option, the value and what is expected.
+        """
+        check_options(self)
+        self.base.validate()
         out = []
         for guide in self.guides:
-            get_guide(guide)
             for entry in self.elbos:
                 name, _, k = entry.partition(":")
-                get_elbo(name)
+                if name not in ELBOS:
+                    raise ConfigError("elbos", f"must name estimators from {', '.join(ELBOS)}, got {name!r}")
                 try:
                     particles = int(k) if k else self.base.train.particles
                 except ValueError:
-                    raise ValueError(f"bad estimator entry {entry!r}; write NAME or NAME:K, e.g. iwae:50") from None
+                    raise ConfigError("elbos", f"entry {entry!r} is not NAME or NAME:K, e.g. iwae:50") from None
+                if particles < 1:
+                    raise ConfigError("elbos", f"entry {entry!r} needs K ≥ 1")
                 out.extend((guide, name, particles, seed) for seed in self.seeds)
-        if not out:
-            raise ValueError("the grid is empty; give at least one guide, one estimator and one seed")
         return out
+
+    def cell_config(self, guide: str, elbo: str, particles: int, seed: int) -> RunConfig:
+        config = RunConfig.from_dict(self.base.to_dict())
+        config.model.guide, config.train.elbo, config.train.particles, config.train.seed = guide, elbo, particles, seed
+        return config
+
+    def fingerprint(self, config: RunConfig) -> dict:
+        """Everything that defines a cell's results: its run config (data, pixels, budget, model,
+        estimator, seed; not the device) and the SNR measurement."""
+        run = config.to_dict()
+        run["train"].pop("device")
+        return {"run": run, "snr_estimates": self.snr_estimates, "snr_batch_size": self.snr_batch_size}
+
+
+class GridMismatch(ValueError):
+    """A grid folder holds cells made with other settings than the grid asked for."""
+
+
+FINGERPRINT_NAME = "fingerprint.json"
 
 
 def cell_name(guide: str, elbo: str, particles: int, seed: int) -> str:
     return f"{guide}-{elbo}-K{particles}-seed{seed}"
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _recorded(cell_dir: Path) -> dict | None:
+    """The fingerprint a cell was made with; None for a cell with nothing trained."""
+    if not ((cell_dir / "cell.json").is_file() or (cell_dir / CHECKPOINT_NAME).is_file()):
+        return None
+    try:
+        return json.loads((cell_dir / FINGERPRINT_NAME).read_text())
+    except (OSError, ValueError):
+        return {"unknown": "no fingerprint (made by an older pyro_vae)"}
+
+
+def changes(old: dict, new: dict) -> list[str]:
+    """``key old → new`` for every setting that differs between two fingerprints."""
+    old, new = _flat(old), _flat(new)
+    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k, "(unset)") != new.get(k, "(unset)")]
+    return [f"{k.removeprefix('run.')} {old.get(k, '(unset)')!r} → {new.get(k, '(unset)')!r}" for k in keys]
+
+
 def run_cell(cfg: CompareConfig, guide: str, elbo: str, particles: int, seed: int, cell_dir: Path, data, progress):
     """Train (or resume) one cell and measure it; writes and returns ``cell.json``'s dict."""
-    config = RunConfig.from_dict(cfg.base.to_dict())
-    config.model.guide, config.train.elbo, config.train.particles, config.train.seed = guide, elbo, particles, seed
+    config = cfg.cell_config(guide, elbo, particles, seed)
     identity = {"guide": guide, "elbo": elbo, "K": particles, "seed": seed, "pixels": config.data.pixels}
-    try:
-        if (cell_dir / CHECKPOINT_NAME).exists():
-            run = resume(cell_dir, progress=progress)
-        else:
-            run = fit(config, cell_dir, progress=progress, data=data)
-    except ValueError as e:
-        if "does not fit" not in str(e) and "JIT" not in str(e):
-            raise
-        result = {**identity, "error": str(e)}
-        cell_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(cell_dir):
+        try:
+            if (cell_dir / CHECKPOINT_NAME).exists():
+                run = resume(cell_dir, progress=progress)
+            else:
+                atomic_write_text(cell_dir / FINGERPRINT_NAME, json.dumps(cfg.fingerprint(config), indent=2) + "\n")
+                run = fit(config, cell_dir, progress=progress, data=data)
+        except IncompatiblePair as e:
+            result = {**identity, "error": str(e)}
+            atomic_write_text(cell_dir / "cell.json", json.dumps(result, indent=2) + "\n")
+            return result
+        vae, final = run.vae, run.metrics["final"]
+        n_active, _ = active_units(vae.posterior, run.data.test_x)
+        gen = torch.Generator().manual_seed(seed)
+        rows = torch.randperm(len(run.data.train_x), generator=gen)[: cfg.snr_batch_size].to(run.data.train_x.device)
+        pyro.set_rng_seed(seed)
+        snr = gradient_snr(
+            build_elbo(elbo, particles, config.train.alpha),
+            vae.model,
+            vae.guide,
+            {"encoder": vae.encoder.parameters(), "decoder": vae.decoder.parameters()},
+            run.data.train_x[rows],
+            num_estimates=cfg.snr_estimates,
+        )
+        epochs = run.metrics["epochs"]
+        result = {
+            **identity,
+            "epochs": len(epochs),
+            "test_elbo": final["elbo"],
+            "is_log_px": final["is_log_px"],
+            "is_K": final["is_num_samples"],
+            "gap": final["gap"],
+            "active_units": n_active,
+            "encoder_snr": snr["encoder"]["snr"],
+            "decoder_snr": snr["decoder"]["snr"],
+            "encoder_grad_variance": snr["encoder"]["variance"],
+            "decoder_grad_variance": snr["decoder"]["variance"],
+            "seconds_per_epoch": statistics.mean(r["seconds"] for r in epochs),
+            "curve": [(r["seconds"], r["test_elbo"]) for r in epochs],
+        }
         atomic_write_text(cell_dir / "cell.json", json.dumps(result, indent=2) + "\n")
         return result
-    vae, final = run.vae, run.metrics["final"]
-    n_active, _ = active_units(vae.posterior, run.data.test_x)
-    gen = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(run.data.train_x), generator=gen)[: cfg.snr_batch_size].to(run.data.train_x.device)
-    pyro.set_rng_seed(seed)
-    snr = gradient_snr(
-        build_elbo(elbo, particles, config.train.alpha),
-        vae.model,
-        vae.guide,
-        {"encoder": vae.encoder.parameters(), "decoder": vae.decoder.parameters()},
-        run.data.train_x[rows],
-        num_estimates=cfg.snr_estimates,
-    )
-    epochs = run.metrics["epochs"]
-    result = {
-        **identity,
-        "epochs": len(epochs),
-        "test_elbo": final["elbo"],
-        "is_log_px": final["is_log_px"],
-        "is_K": final["is_num_samples"],
-        "gap": final["gap"],
-        "active_units": n_active,
-        "encoder_snr": snr["encoder"]["snr"],
-        "decoder_snr": snr["decoder"]["snr"],
-        "encoder_grad_variance": snr["encoder"]["variance"],
-        "decoder_grad_variance": snr["decoder"]["variance"],
-        "seconds_per_epoch": statistics.mean(r["seconds"] for r in epochs),
-        "curve": [(r["seconds"], r["test_elbo"]) for r in epochs],
-    }
-    atomic_write_text(cell_dir / "cell.json", json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def compare(cfg: CompareConfig, out_dir: str | Path, *, progress: bool = False, log=_print) -> list[dict]:
+def compare(
+    cfg: CompareConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = False,
+    log=_print,
+    restart_changed: bool = False,
+) -> list[dict]:
     """Run every cell of the grid into ``out_dir`` and write the tables and plots.
 
+    A cell already in ``out_dir`` is kept (finished) or resumed (interrupted) only when it was made
+    with the same settings (:meth:`CompareConfig.fingerprint`).
+
+    :param bool restart_changed: train cells made with other settings afresh, instead of refusing.
     :returns: one row per (guide, estimator, K), seeds aggregated as mean and sd.
+    :raises GridMismatch: when cells were made with other settings and ``restart_changed`` is off.
+    :raises pyro_vae.runfolder.RunLocked: when another process is writing ``out_dir``.
     """
-    cfg.base.validate()
     cells = cfg.cells()
     out_dir = Path(out_dir)
-    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
-    cfg.base.save(out_dir / "base_config.json")
-    data = None
-    results = []
-    for guide, elbo, particles, seed in cells:
-        cell_dir = out_dir / "cells" / cell_name(guide, elbo, particles, seed)
-        if (cell_dir / "cell.json").is_file():
-            result = json.loads((cell_dir / "cell.json").read_text())
-            log(f"{cell_dir.name}: kept from an earlier run")
-        else:
-            if data is None:
-                d = cfg.base.data
-                data = load_dataset(d.dataset, d.data_dir, d.pixels, resolve_device(cfg.base.train.device))
-            result = run_cell(cfg, guide, elbo, particles, seed, cell_dir, data, progress)
-            log(_one_line(cell_dir.name, result))
-        results.append(result)
-    rows = aggregate(results)
-    write_results(rows, results, out_dir)
-    return rows
+    with RunLock(out_dir):
+        changed = {}
+        for cell in cells:
+            cell_dir = out_dir / "cells" / cell_name(*cell)
+            old, new = _recorded(cell_dir), cfg.fingerprint(cfg.cell_config(*cell))
+            if old is not None and old != new:
+                changed[cell_dir] = changes(old, new)
+        if changed and not restart_changed:
+            first, diff = next(iter(changed.items()))
+            others = f" (and {len(changed) - 1} more cells)" if len(changed) > 1 else ""
+            raise GridMismatch(
+                f"{first}{others} was made with other settings ({'; '.join(diff)}); rerun with --restart-changed "
+                "to train the changed cells afresh, or choose another --out"
+            )
+        for cell_dir in changed:
+            with RunLock(cell_dir):
+                for p in cell_dir.iterdir():
+                    if p.name != LOCK_NAME:
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+            log(f"{cell_dir.name}: made with other settings, trained afresh")
+        (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+        cfg.base.save(out_dir / "base_config.json")
+        data = None
+        results = []
+        for guide, elbo, particles, seed in cells:
+            cell_dir = out_dir / "cells" / cell_name(guide, elbo, particles, seed)
+            if (cell_dir / "cell.json").is_file():
+                result = json.loads((cell_dir / "cell.json").read_text())
+                log(f"{cell_dir.name}: kept from an earlier run")
+            else:
+                if data is None:
+                    d = cfg.base.data
+                    data = load_dataset(d.dataset, d.data_dir, d.pixels, resolve_device(cfg.base.train.device))
+                result = run_cell(cfg, guide, elbo, particles, seed, cell_dir, data, progress)
+                log(_one_line(cell_dir.name, result))
+            results.append(result)
+        rows = aggregate(results)
+        write_results(rows, results, out_dir)
+        return rows
 
 
 def _one_line(name: str, r: dict) -> str:

@@ -1,9 +1,22 @@
-"""Typed run configuration, saved as ``config.json`` next to every run."""
+"""Typed run configuration, saved as ``config.json`` next to every run.
+
+Each field is declared once, with :func:`option`: its default, its help, its flag and its checks.
+The ``pyro-vae`` command builds its flags from these fields (:func:`options_of`), :meth:`RunConfig.validate`
+checks them, and :meth:`RunConfig.load` reads ``config.json`` through the same checks, so the CLI,
+the Python API and saved runs cannot disagree. Errors are :class:`ConfigError`: they name the field
+in the Python API and the flag (``--num-samples``) on the command line.
+
+This module imports only the standard library, so that the command can lock its run folder
+before the heavy imports (torch, Pyro).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,43 +24,202 @@ from .io import atomic_write_text
 
 MODEL_NAMES = ("vae", "cvae", "ssvae")  # built by pyro_vae.train.MODELS
 PRIORS = ("learned", "standard")  # p(z|y) of the cvae
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A config value that is missing, of the wrong type or out of range.
+
+    ``str(e)`` names the field (``eval_num_samples must be ...``); :meth:`for_cli` names the flag
+    (``--num-samples must be ...``).
+    """
+
+    def __init__(self, name: str, detail: str, flag: str | None = None):
+        self.name, self.detail, self.flag = name, detail, flag or "--" + name.replace("_", "-")
+        super().__init__(f"{name} {detail}")
+
+    def for_cli(self) -> str:
+        return f"{self.flag} {self.detail}"
+
+
+def _registry(module: str, name: str) -> Callable[[], list[str]]:
+    """The names of a registry, imported when first needed (the registries import torch)."""
+
+    def names() -> list[str]:
+        import importlib
+
+        return list(getattr(importlib.import_module(f"pyro_vae.{module}"), name))
+
+    return names
+
+
+def option(
+    default,
+    help: str,
+    *,
+    flag: str | None = None,
+    minimum: float | None = None,
+    positive: bool = False,
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+    metavar: str | None = None,
+):
+    """A config field: its default, its one-line help, and the checks :func:`check_field` runs.
+
+    :param flag: the command-line flag (default ``--`` + the field name with dashes).
+    :param minimum: the smallest value allowed (inclusive).
+    :param bool positive: the value must be > 0.
+    :param choices: the names allowed, or a function returning them (a registry's keys).
+    """
+    meta = {"help": help, "flag": flag, "minimum": minimum, "positive": positive, "choices": choices}
+    meta["metavar"] = metavar
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist-5k"  # a name in pyro_vae.data.DATASETS
-    data_dir: str | None = None  # folder with the four IDX files (or a torchvision root)
-    pixels: str = "continuous"  # continuous | dynamic | static (see pyro_vae.data.PIXELS)
-    labels: int | None = None  # model="ssvae": keep N training labels, balanced per class (None: all)
+    dataset: str = option("mnist-5k", "dataset name", choices=_registry("data", "DATASETS"))
+    data_dir: str | None = option(
+        None,
+        "folder with the four MNIST-format IDX files (.gz or not), or a torchvision root; for svhn, the folder "
+        "with train_32x32.mat and test_32x32.mat",
+    )
+    pixels: str = option("continuous", "pixel treatment", choices=("continuous", "dynamic", "static"))
+    labels: int | None = option(
+        None, "--model ssvae: keep N training labels, balanced per class (default all)", positive=True
+    )
 
 
 @dataclass
 class ModelConfig:
-    z_dim: int = 20  # latent dimension
-    hidden_dims: tuple[int, ...] = (400,)  # MLP widths, encoder order; the decoder mirrors them
-    likelihood: str = "bernoulli"  # a name in pyro_vae.likelihoods.LIKELIHOODS
-    guide: str = "diag"  # a name in pyro_vae.guides.GUIDES
-    flow_steps: int = 2  # K inverse autoregressive flow steps, for guide="iaf"
-    model: str = "vae"  # vae | cvae | ssvae (see pyro_vae.train.MODELS)
-    net: str = "mlp"  # a name in pyro_vae.nets.NETS: mlp | conv
-    prior: str | None = None  # model="cvae": p(z|y) learned | standard (None: learned); others use N(0, I)
+    z_dim: int = option(20, "latent dimension", positive=True)
+    hidden_dims: tuple[int, ...] = option((400,), "MLP widths, encoder order; the decoder mirrors them", positive=True)
+    likelihood: str = option("bernoulli", "pixel likelihood", choices=_registry("likelihoods", "LIKELIHOODS"))
+    guide: str = option("diag", "q(z|x) family", choices=_registry("guides", "GUIDES"))
+    flow_steps: int = option(2, "inverse autoregressive flow steps K of --guide iaf", positive=True)
+    model: str = option(
+        "vae", "vae, cvae (conditional on the label) or ssvae (semi-supervised M2)", choices=MODEL_NAMES
+    )
+    net: str = option("mlp", "encoder/decoder networks", choices=_registry("nets", "NETS"))
+    prior: str | None = option(
+        None, "p(z|y) of --model cvae: learned per class or N(0, I) (default learned)", choices=PRIORS
+    )
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam learning rate
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    kl_warmup_epochs: int = 0  # β rises linearly from 1/N to 1 over N epochs; 0 = off
-    eval_num_samples: int = 1000  # K of the importance-sampled log p(x) at the end of training
-    elbo: str = "trace"  # a name in pyro_vae.elbos.ELBOS
-    particles: int = 1  # K vectorized particles per datapoint for the estimator
-    alpha: float = 0.5  # α of elbo="renyi"
-    jit: bool = False  # the estimator's JIT variant (trace, meanfield, tracegraph)
-    max_seconds: float | None = None  # time budget: stop after the epoch that reaches it (None: epochs only)
-    class_weight: float = 1.0  # model="ssvae": α; each labelled image's −log q(y|x) weighs α·N/N_labelled
+    epochs: int = option(100, "total epochs; with --resume, the new total", positive=True)
+    batch_size: int = option(128, "images per step", positive=True)
+    lr: float = option(1e-3, "Adam learning rate", positive=True)
+    seed: int = option(0, "seed of every random number generator", minimum=0)
+    device: str = option("auto", "auto (CUDA when available), cpu or cuda", choices=DEVICES)
+    kl_warmup_epochs: int = option(0, "β rises linearly from 1/N to 1 over N epochs; 0 = off", minimum=0)
+    eval_num_samples: int = option(
+        1000, "K of the importance-sampled log p(x) at the end of training", flag="--num-samples", positive=True
+    )
+    elbo: str = option("trace", "ELBO estimator", choices=_registry("elbos", "ELBOS"))
+    particles: int = option(1, "K vectorized particles per datapoint for the estimator", positive=True)
+    alpha: float = option(0.5, "α of --elbo renyi")
+    jit: bool = option(False, "the estimator's JIT variant (trace, meanfield, tracegraph)")
+    max_seconds: float | None = option(
+        None, "time budget in seconds: stop after the epoch that reaches it (default: epochs only)", positive=True
+    )
+    class_weight: float = option(
+        1.0, "--model ssvae: α; each labelled image's −log q(y|x) weighs α·N/N_labelled", minimum=0
+    )
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config field as the command line sees it."""
+
+    section: str  # data | model | train
+    name: str
+    type: type  # int, float, str, bool, or tuple
+    optional: bool  # None is allowed
+    default: object
+    meta: dict
+    item: type | None = None  # the type of a tuple's items
+
+    @property
+    def flag(self) -> str:
+        return self.meta.get("flag") or "--" + self.name.replace("_", "-")
+
+    def choices(self) -> list[str] | None:
+        c = self.meta.get("choices")
+        return list(c() if callable(c) else c) if c is not None else None
+
+
+def options_of(cls: type) -> list[Option]:
+    """The :class:`Option` of every field of a config dataclass, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    section = next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        if "help" not in f.metadata:  # not an option (e.g. a nested config)
+            continue
+        base = next((a for a in args if a is not type(None)), hint) if optional else hint
+        item = typing.get_args(base)[0] if typing.get_origin(base) is tuple else None
+        base = tuple if item is not None else base
+        out.append(Option(section, f.name, base, optional, f.default, dict(f.metadata), item))
+    return out
+
+
+def check_field(opt: Option, value):
+    """Check one value against its field's type and range; returns the value in its canonical type.
+
+    :raises ConfigError: naming the field, the value received and what is expected.
+    """
+
+    def bad(detail: str):
+        return ConfigError(opt.name, f"{detail}, got {value!r}", opt.flag)
+
+    if value is None:
+        if opt.optional:
+            return None
+        raise bad("is required")
+    m = opt.meta
+    if opt.type is bool:
+        if not isinstance(value, bool):
+            raise bad("must be true or false")
+        return value
+    if opt.type is str:
+        if not isinstance(value, str):
+            raise bad("must be a string")
+        choices = opt.choices()
+        if choices is not None and value not in choices:
+            raise ConfigError(opt.name, f"must be one of {', '.join(choices)}, got {value!r}", opt.flag)
+        return value
+    if opt.type is tuple:
+        if not isinstance(value, list | tuple) or not value:
+            raise bad(f"must be a list of one or more {'integers' if opt.item is int else 'names'}")
+        return tuple(check_field(dataclasses.replace(opt, type=opt.item, optional=False), v) for v in value)
+    if opt.type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("must be an integer")
+    elif opt.type is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("must be a number")
+        if not math.isfinite(value):
+            raise bad("must be a finite number")
+        value = float(value)
+    kind = "an integer" if opt.type is int else "a number"
+    if m.get("positive") and not value > 0:
+        raise bad(f"must be {'a positive integer' if opt.type is int else 'a positive number'}")
+    if m.get("minimum") is not None and value < m["minimum"]:
+        raise bad(f"must be {kind} ≥ {m['minimum']:g}")
+    return value
+
+
+def check_options(obj) -> None:
+    """Check every option field of a config dataclass instance in place (:func:`check_field`)."""
+    for opt in options_of(type(obj)):
+        setattr(obj, opt.name, check_field(opt, getattr(obj, opt.name)))
 
 
 @dataclass
@@ -61,68 +233,60 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        model = dict(d.get("model", {}))
-        if "hidden_dims" in model:
-            model["hidden_dims"] = tuple(model["hidden_dims"])
-        return cls(
-            data=DataConfig(**d.get("data", {})),
-            model=ModelConfig(**model),
-            train=TrainConfig(**d.get("train", {})),
-        )
+        """The config of a ``to_dict`` dict (e.g. ``config.json``), every value checked.
+
+        :raises ConfigError: for an unknown section or field, or a value of the wrong type or range.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError("config", f"must be a JSON object with sections {', '.join(SECTIONS)}, got {d!r:.60}")
+        unknown = set(d) - set(SECTIONS)
+        if unknown:
+            raise ConfigError("config", f"has unknown section {sorted(unknown)[0]!r}; sections: {', '.join(SECTIONS)}")
+        sections = {}
+        for name, cls_ in SECTIONS.items():
+            values = d.get(name, {})
+            if not isinstance(values, dict):
+                raise ConfigError(name, f"must be a JSON object of fields, got {values!r:.60}")
+            fields = {o.name: o for o in options_of(cls_)}
+            extra = set(values) - set(fields)
+            if extra:
+                raise ConfigError(
+                    name, f"has unknown field {sorted(extra)[0]!r}; fields: {', '.join(fields)}", f"[{name}]"
+                )
+            sections[name] = cls_(**{k: check_field(fields[k], v) for k, v in values.items()})
+        return cls(**sections)
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
+        """:raises ConfigError: one line naming the file and what is wrong with it."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"cannot read run config {path}: {e}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}", f"cannot be read ({e})", f"{path}") from None
+        except ConfigError as e:
+            raise ConfigError(f"{path}:", str(e), f"{path}:") from None
 
     def validate(self) -> None:
-        """Check the numeric fields; names are checked by the registries that use them.
+        """Check every field (type, finiteness, range, registry names), then the combinations.
 
-        :raises ValueError: naming the field, the value received and what is expected.
+        :raises ConfigError: naming the field (:meth:`ConfigError.for_cli`: the flag), the value
+            received and what is expected.
         """
-        positive = {
-            "z_dim": self.model.z_dim,
-            "epochs": self.train.epochs,
-            "batch_size": self.train.batch_size,
-            "eval_num_samples": self.train.eval_num_samples,
-            "flow_steps": self.model.flow_steps,
-            "particles": self.train.particles,
-        }
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.model.hidden_dims or any(h < 1 for h in self.model.hidden_dims):
-            raise ValueError(f"hidden_dims must be one or more positive widths, got {self.model.hidden_dims!r}")
-        if not self.train.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.train.lr!r}")
-        if self.train.max_seconds is not None and not self.train.max_seconds > 0:
-            raise ValueError(
-                f"max_seconds must be positive (or None for no time budget), got {self.train.max_seconds!r}"
-            )
+        for section in (self.data, self.model, self.train):
+            check_options(section)
         m = self.model
-        if m.model not in MODEL_NAMES:
-            raise ValueError(f"unknown model {m.model!r}; choose one of {', '.join(MODEL_NAMES)}")
         if m.prior is not None and m.model != "cvae":
-            raise ValueError(
-                f"prior applies to model 'cvae' only (a learned or standard p(z|y)), got prior={m.prior!r} "
-                f"with model {m.model!r}; drop --prior or use --model cvae"
+            raise ConfigError(
+                "prior",
+                f"applies to model 'cvae' only (a learned or standard p(z|y)), got prior={m.prior!r} with model "
+                f"{m.model!r}; drop it or use model 'cvae'",
             )
-        if m.prior not in (None, *PRIORS):
-            raise ValueError(f"unknown prior {m.prior!r}; choose one of {', '.join(PRIORS)}")
-        if self.data.labels is not None:
-            if m.model != "ssvae":
-                raise ValueError(
-                    f"labels applies to model 'ssvae' only (semi-supervised), got labels={self.data.labels!r} "
-                    f"with model {m.model!r}; drop --labels or use --model ssvae"
-                )
-            if not isinstance(self.data.labels, int) or self.data.labels < 1:
-                raise ValueError(f"labels must be a positive integer, got {self.data.labels!r}")
-        if not self.train.class_weight >= 0:
-            raise ValueError(f"class_weight must be 0 or positive, got {self.train.class_weight!r}")
-        if self.train.kl_warmup_epochs < 0:
-            raise ValueError(f"kl_warmup_epochs must be 0 (off) or positive, got {self.train.kl_warmup_epochs!r}")
+        if self.data.labels is not None and m.model != "ssvae":
+            raise ConfigError(
+                "labels",
+                f"applies to model 'ssvae' only (semi-supervised), got labels={self.data.labels!r} with model "
+                f"{m.model!r}; drop it or use model 'ssvae'",
+            )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,17 @@ IDX_FILES = (
 
 class DataError(ValueError):
     """A dataset that cannot be found, downloaded or read; the message says what to provide."""
+
+
+class ImageError(ValueError):
+    """Images that do not fit the model: wrong shape, dtype, non-finite or out-of-range pixels.
+
+    One line: raised inside a Pyro trace (a model's :meth:`check_x`), Pyro re-raises it with the
+    trace's shapes appended; only the first line is kept.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(str(message).split("\n", 1)[0])
 
 
 @dataclass
@@ -107,18 +119,24 @@ def check_images(x: Tensor, *, name: str = "x", unit_interval: bool = True, x_di
     :param Tensor x: expected ``(N, D)`` floating point.
     :param bool unit_interval: require values in [0, 1] (Bernoulli-type likelihoods).
     :param int x_dim: the expected ``D``, when known (a trained model's input size).
-    :raises ValueError: naming the problem and what is expected.
+    :raises ImageError: naming the problem and what is expected.
     """
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    if not isinstance(x, Tensor):
+        raise ImageError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ImageError(
+            f"{name} must be a floating-point tensor, got {x.dtype}; convert 8-bit images with x.float() / 255"
+        )
     if x.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, D) with flattened images, got shape {tuple(x.shape)}")
+        d = f"(N, {x_dim})" if x_dim is not None else "(N, D)"
+        hint = "; add the batch dimension with x.unsqueeze(0)" if x.ndim == 1 else "; flatten with x.flatten(1)"
+        raise ImageError(f"{name} must have shape {d} with flattened images, got shape {tuple(x.shape)}{hint}")
     if x_dim is not None and x.shape[1] != x_dim:
-        raise ValueError(f"{name} has {x.shape[1]} pixels per image but the model expects {x_dim}")
+        raise ImageError(f"{name} has {x.shape[1]} pixels per image but the model expects {x_dim}")
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN or infinite pixels")
+        raise ImageError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN or infinite pixels")
     if unit_interval and len(x) and (x.min() < 0 or x.max() > 1):
-        raise ValueError(
+        raise ImageError(
             f"{name} has values in [{x.min().item():g}, {x.max().item():g}] but a Bernoulli-type "
             "likelihood needs pixels in [0, 1]; divide by 255 or use --pixels continuous"
         )
@@ -286,7 +304,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read IDX file {path}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
@@ -295,6 +313,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise DataError(f"{path} is truncated: header says {shape}, found {data.size} values")
+    if not shape or shape[0] == 0:
+        raise DataError(f"{path} holds no images or labels (its header says shape {shape})")
     return data.reshape(shape).copy()  # writable, so torch can share it
 
 

@@ -53,17 +53,16 @@ from torch.distributions import TransformedDistribution, kl_divergence
 MAX_PLATE_NESTING = 1  # the "data" plate; vectorized particles go to dim=-2
 
 
+class IncompatiblePair(ValueError):
+    """An estimator that cannot train a guide (or cannot run with ``--jit``); the message says why."""
+
+
 def _sample_sites(tr) -> list[dict]:
     return [s for s in tr.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
 def _latent_sites(tr) -> list[dict]:
     return [s for s in _sample_sites(tr) if not s["is_observed"]]
-
-
-def _params(tr) -> list[Tensor]:
-    """The unconstrained leaf tensors of the param sites of a trace (what SVI optimizes)."""
-    return [s["value"].unconstrained() for s in tr.nodes.values() if s["type"] == "param"]
 
 
 class _PathwiseELBO(ELBO):
@@ -135,7 +134,9 @@ class DReG_IWAE(_PathwiseELBO):
 
     One backward pass: the surrogate Σ_k w̃_k s_k (s the path-derivative log weight) gives IWAE's
     model gradient and Σ_k w̃_k ∂log w_k/∂z_k ∂z_k/∂φ for the guide; a hook on each latent value
-    z_k multiplies the gradient reaching it by w̃_k once more. For that, log q(z_k|x) is evaluated
+    z_k multiplies the gradient reaching it by w̃_k once more. With the latent site scaled by β
+    (KL warm-up: log w = log p(x|z) + β(log p(z) − log q(z|x))) the score term carries β, and the
+    guide's weight becomes (1 − β) w̃_k + β w̃_k², so the hook multiplies by 1 − β + β w̃_k. For that, log q(z_k|x) is evaluated
     afresh at z_k (not from a flow's cache), so that its path derivative passes through z_k.
     """
 
@@ -158,12 +159,14 @@ class DReG_IWAE(_PathwiseELBO):
         if self.num_particles == 1:
             log_w, surrogate = log_w.unsqueeze(0), surrogate.unsqueeze(0)
         weights = torch.softmax(log_w.detach(), 0)  # (K, batch), normalized over particles
+        obs_scale = next((s["scale"] for s in _sample_sites(model_tr) if s["is_observed"]), 1.0)
         for site in latents:
             z = site["value"]
             if z.requires_grad:
                 event_dims = (1,) * len(site["fn"].event_shape)
                 w = weights.reshape(z.shape[: z.dim() - len(event_dims)] + event_dims)  # (K, batch, 1)
-                z.register_hook(lambda grad, w=w: grad * w)
+                beta = site["scale"] / obs_scale  # β of a KL warm-up (poutine.scale on the latent site)
+                z.register_hook(lambda grad, w=w, beta=beta: grad * ((1 - beta) + beta * w))
         (-(weights * surrogate).sum()).backward()
         return self._loss(log_w.detach()).item()
 
@@ -282,7 +285,7 @@ def build_elbo(name: str, num_particles: int = 1, alpha: float = 0.5, jit: bool 
         raise ValueError(f"particles must be a positive integer, got {num_particles!r}")
     if jit and not est.has_jit:
         jits = ", ".join(n for n, e in ELBOS.items() if e.has_jit)
-        raise ValueError(f"estimator {name!r} has no JIT variant; drop --jit or use one of {jits}")
+        raise IncompatiblePair(f"estimator {name!r} has no JIT variant; drop --jit or use one of {jits}")
     if name == "renyi" and alpha == 1:
         raise ValueError("renyi needs alpha != 1 (alpha = 1 is the ELBO: use --elbo trace)")
     return est.make(num_particles, alpha, jit)
@@ -294,7 +297,7 @@ def check_pair(elbo_name: str, guide_name: str, model: Callable, guide: Callable
     :param args: a small batch of model/guide inputs, e.g. ``x[:2]``.
     :param bool jit: also compile one step of the JIT variant, which torch cannot do for every
         distribution (e.g. its MVN–MVN KL); gradients of the dry run are discarded.
-    :raises ValueError: naming the pair and why it does not fit: a non-reparameterized guide
+    :raises IncompatiblePair: naming the pair and why it does not fit: a non-reparameterized guide
         for a pathwise estimator, no closed-form KL(q‖p) for ``meanfield``, or a JIT failure.
     """
     est = get_elbo(elbo_name)
@@ -303,7 +306,7 @@ def check_pair(elbo_name: str, guide_name: str, model: Callable, guide: Callable
         model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
     for q in _latent_sites(guide_tr):
         if est.needs_reparam and not q["fn"].has_rsample:
-            raise ValueError(
+            raise IncompatiblePair(
                 f"estimator {elbo_name!r} does not fit guide {guide_name!r}: it needs a reparameterized guide, "
                 f"and site {q['name']!r} has no rsample; use --elbo trace or tracegraph"
             )
@@ -312,7 +315,7 @@ def check_pair(elbo_name: str, guide_name: str, model: Callable, guide: Callable
             try:
                 kl_divergence(q["fn"], p)
             except NotImplementedError:
-                raise ValueError(
+                raise IncompatiblePair(
                     f"estimator {elbo_name!r} does not fit guide {guide_name!r}: TraceMeanField_ELBO needs a "
                     f"closed-form KL(q‖p), and torch registers none for {type(q['fn']).__name__} vs "
                     f"{type(p).__name__}; use --elbo trace or a Gaussian guide"
@@ -325,7 +328,7 @@ def check_pair(elbo_name: str, guide_name: str, model: Callable, guide: Callable
                 elbo.loss_and_grads(model, guide, *args)
         except Exception as e:  # torch.jit errors have no common base class
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise ValueError(
+            raise IncompatiblePair(
                 f"estimator {elbo_name!r} with --jit fails on guide {guide_name!r} ({type(e).__name__}: {first}); "
                 "drop --jit"
             ) from None

@@ -45,8 +45,6 @@ class DiagGaussian(nn.Module):
     :param int z_dim: latent dimension.
     """
 
-    reparameterized = True
-
     def __init__(self, feature_dim: int, z_dim: int):
         super().__init__()
         self.loc = nn.Linear(feature_dim, z_dim)
@@ -70,8 +68,6 @@ class _NoRsampleIndependent(dist.Independent):
 class DiagGaussianScore(DiagGaussian):
     """:class:`DiagGaussian` with reparameterization switched off: a score-function guide."""
 
-    reparameterized = False
-
     def forward(self, h: Tensor) -> dist.TorchDistribution:
         return _NoRsampleIndependent(dist.Normal(*self.loc_scale(h)), 1)
 
@@ -81,8 +77,6 @@ class FullCovGaussian(nn.Module):
 
     The head outputs z_dim (z_dim + 1) / 2 numbers for L, placed with ``torch.tril_indices``.
     """
-
-    reparameterized = True
 
     def __init__(self, feature_dim: int, z_dim: int):
         super().__init__()
@@ -114,8 +108,6 @@ class IAFGaussian(nn.Module):
 
     :param int flow_steps: K, the number of IAF steps.
     """
-
-    reparameterized = True
 
     def __init__(self, feature_dim: int, z_dim: int, flow_steps: int = 2):
         super().__init__()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,21 +32,28 @@ from tqdm import tqdm
 
 from . import plots
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
-from .config import ModelConfig, RunConfig, TrainConfig
+from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
 from .cvae import CVAE, generative_classify
-from .data import ImageData, batches, check_images, check_labels, labelled_subset, load_dataset
+from .data import DataError, ImageData, batches, check_images, check_labels, labelled_subset, load_dataset
 from .elbos import MAX_PLATE_NESTING, build_elbo, check_pair
 from .evaluate import elbo_terms, importance_log_px, summarize
 from .io import atomic_write_text
 from .likelihoods import bits_per_dim
+from .runfolder import RunLock, run_state
 from .ssvae import SSVAE, accuracy, predict_with, semi_supervised_batches, train_classifier
 from .vae import VAE
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what the run folder kept and how to continue."""
+
+
+class RunExists(ValueError):
+    """The run folder already holds a run that a new one would overwrite."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -201,13 +209,49 @@ def spec_of(model: nn.Module) -> ModelSpec:
 
 
 def build_model(config: RunConfig, image_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
-    """The module ``config.model.model`` names (:data:`MODELS`), for images of ``image_shape``."""
-    return MODELS[config.model.model].build(config.model, tuple(image_shape), num_classes)
+    """The module ``config.model.model`` names (:data:`MODELS`), for images of ``image_shape``.
+
+    :raises ConfigError: when training the model would need more memory than the device has
+        (a huge ``z_dim`` or ``hidden_dims``), before anything is allocated.
+    """
+    spec = MODELS[config.model.model]
+    _check_model_size(spec, config, tuple(image_shape), num_classes)
+    try:
+        return spec.build(config.model, tuple(image_shape), num_classes)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise _too_big(config, None, None) from None
 
 
-def build_vae(config: RunConfig, x_dim: int) -> VAE:
-    """A plain :class:`VAE` for flat images of ``x_dim`` pixels (``net="mlp"``)."""
-    return build_model(config, (x_dim,))
+def _too_big(config: RunConfig, params: int | None, available: int | None) -> ConfigError:
+    m = config.model
+    size = f"{params:,} parameters need about {4 * 4 * params / 2**30:.1f} GiB to train, " if params else ""
+    have = f"more than the {available / 2**30:.1f} GiB available" if available else "more memory than is available"
+    return ConfigError(
+        "z_dim",
+        f"{m.z_dim} with hidden_dims {list(m.hidden_dims)} is too large: {size}{have}; choose smaller sizes",
+    )
+
+
+def _available_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_model_size(spec: ModelSpec, config: RunConfig, shape: tuple[int, ...], num_classes: int) -> None:
+    """Count the parameters on the meta device (no memory) and compare weights, gradients and
+    Adam's two moments (4 float32 copies) with the memory available."""
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in spec.build(config.model, shape, num_classes).parameters())
+    except Exception:  # a network that cannot be built on the meta device: the real build decides
+        return
+    available = _available_memory(resolve_device(config.train.device))
+    if available is not None and 16 * params > available:
+        raise _too_big(config, params, available)
 
 
 def make_optimizer(vae: VAE, lr: float) -> torch.optim.Adam:
@@ -215,26 +259,6 @@ def make_optimizer(vae: VAE, lr: float) -> torch.optim.Adam:
     params = list(vae.parameters())
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
-
-
-def load_optimizer_state(optimizer: torch.optim.Adam, vae: VAE, state: dict) -> None:
-    """Restore ``optimizer`` from a checkpoint's ``optimizer`` entry.
-
-    Checkpoints written before pyro_vae stepped one fused Adam hold ``pyro.optim.Adam``'s state
-    instead, one Adam state per Pyro param name (``"decoder$$$net.0.weight"``); it is mapped onto
-    the VAE's parameters, so those runs resume where they stopped.
-    """
-    if "param_groups" not in state:  # pyro.optim.PyroOptim.get_state()
-        names = [name.replace(".", "$$$", 1) for name, _ in vae.named_parameters()]
-        missing = [n for n in names if n not in state]
-        if missing:
-            raise CheckpointError(f"checkpoint optimizer state lacks {missing[0]!r}; it was written by another model")
-        fresh = optimizer.state_dict()
-        state = {
-            "state": {i: state[n]["state"][0] for i, n in enumerate(names) if state[n]["state"]},
-            "param_groups": fresh["param_groups"],
-        }
-    optimizer.load_state_dict(state)
 
 
 def _beta(config: RunConfig, epoch: int) -> float:
@@ -255,28 +279,51 @@ def fit(
 ) -> Run:
     """Train a VAE from scratch into a new run folder.
 
-    Clears Pyro's param store, seeds every RNG with ``config.train.seed``, loads the data onto
-    the device, trains for ``config.train.epochs`` and finishes with :func:`finish` (test metrics
-    and plots).
+    Takes the folder's lock (:class:`pyro_vae.runfolder.RunLock`) for the whole run, clears Pyro's
+    param store, seeds every RNG with ``config.train.seed``, loads the data onto the device, writes
+    ``config.json`` and an epoch-0 checkpoint, trains for ``config.train.epochs`` and finishes with
+    :func:`finish` (test metrics and plots).
 
     :param RunConfig config: defaults to ``RunConfig()``.
-    :param out_dir: the run folder (default ``runs/vae-<dataset>-<time>``); it must not hold a run.
+    :param out_dir: the run folder (default ``runs/vae-<dataset>-<time>``); it must not hold a
+        checkpoint. A ``config.json`` alone (a run killed before its first checkpoint) is replaced.
     :param ImageData data: already loaded data to train on (e.g. shared by the cells of
         :func:`pyro_vae.compare.compare`); by default it is loaded from ``config.data``.
-    :raises ValueError: for bad config values or data, an estimator that does not fit the guide,
-        or an ``out_dir`` that already holds a run.
+    :raises ConfigError: for bad config values, naming the field.
+    :raises ValueError: for bad data, or an estimator that does not fit the guide.
+    :raises RunExists: when ``out_dir`` already holds a run.
+    :raises pyro_vae.runfolder.RunLocked: when another process is writing ``out_dir``.
     :raises TrainingDiverged: when the loss becomes NaN or infinite.
     """
-    config = config or RunConfig()
+    config = RunConfig.from_dict(config.to_dict()) if config is not None else RunConfig()
     config.validate()
-    device = resolve_device(config.train.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    if (out_dir / CHECKPOINT_NAME).exists() or (out_dir / "config.json").exists():
-        raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
+    with RunLock(out_dir):
+        state = run_state(out_dir)
+        if state != "new":
+            how = "choose another --out" if state == "finished" else f"continue it with --resume {out_dir}"
+            raise RunExists(f"{out_dir} already holds a {state} run; {how} or choose another --out")
+        return _start(config, out_dir, progress, data)
+
+
+def _interrupted_before_training(out_dir: Path) -> RunInterrupted:
+    return RunInterrupted(
+        f"interrupted before the first checkpoint; nothing was trained and {out_dir} keeps at most its "
+        f"config.json; pyro-vae train --resume {out_dir} starts it again"
+    )
+
+
+def _build_and_train(config: RunConfig, out_dir: Path, progress: bool, data: ImageData | None) -> Run:
+    device = resolve_device(config.train.device)
     if data is None:
         data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, device)
     else:
         data = data.to(device)
+    if len(data.train_x) == 0 or len(data.test_x) == 0:
+        empty = "training" if len(data.train_x) == 0 else "test"
+        raise DataError(
+            f"the {empty} set of {data.name} holds no images; give at least one training and one test image"
+        )
     spec = MODELS[config.model.model]
     if spec.name == "cvae" and config.model.prior is None:
         config.model.prior = "learned"
@@ -296,9 +343,20 @@ def fit(
     check_pair(config.train.elbo, config.model.guide, vae.model, vae.guide, *args, jit=config.train.jit)
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    optim = make_optimizer(vae, config.train.lr)
     config.save(out_dir / "config.json")
-    return _train(run, make_optimizer(vae, config.train.lr), progress)
+    _save(run, optim, 0)  # epoch 0: the run is resumable from its first step on
+    return _train(run, optim, progress)
+
+
+def _start(config: RunConfig, out_dir: Path, progress: bool, data: ImageData | None) -> Run:
+    """Load, build, write ``config.json`` and the epoch-0 checkpoint, then train."""
+    try:
+        return _build_and_train(config, out_dir, progress, data)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise _interrupted_before_training(out_dir) from None
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True) -> tuple[Run, dict]:
@@ -329,23 +387,49 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
     """Continue a run from its last checkpoint, optionally to a new total of ``epochs``.
 
     On CPU the result equals an uninterrupted run with the same seed: parameters, optimizer
-    state and RNG states are all restored.
+    state and RNG states are all restored. A run killed before its first checkpoint (a
+    ``config.json`` alone) starts again from the beginning with the same config and seed.
+
+    :raises CheckpointError: when the folder holds no run, or its checkpoint is damaged.
+    :raises ConfigError: when ``epochs`` is below the epochs already trained, or the run has
+        finished and ``epochs`` adds none.
     """
-    config = RunConfig.load(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").is_file() else None
-    if config is not None:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} holds no run (no such folder); pass a folder written by pyro-vae train")
+    with RunLock(run_dir):
+        if not (run_dir / "config.json").is_file():
+            raise CheckpointError(f"{run_dir} holds no run (no config.json); pass a folder written by pyro-vae train")
+        config = RunConfig.load(run_dir / "config.json")
         if epochs is not None:
             config.train.epochs = epochs
         if device is not None:
             config.train.device = device
         config.validate()
-    run, ckpt = load_run(run_dir, device or (config.train.device if config else "auto"))
-    run.config = config
-    pyro.clear_param_store()
-    optim = make_optimizer(run.vae, config.train.lr)
-    load_optimizer_state(optim, run.vae, ckpt["optimizer"])
-    set_rng_state(ckpt["rng"])
-    config.save(run.out_dir / "config.json")
-    return _train(run, optim, progress, start_epoch=ckpt["epoch"])
+        state = run_state(run_dir)
+        if state == "new":  # killed before the epoch-0 checkpoint: nothing trained, start again
+            return _start(config, run_dir, progress, None)
+        run, ckpt = load_run(run_dir, config.train.device)
+        done = ckpt["epoch"]
+        if config.train.epochs < done:
+            raise ConfigError(
+                "epochs", f"is the new total and must be at least the {done} epochs {run_dir} has trained, got {epochs}"
+            )
+        if state == "finished" and config.train.epochs == done:
+            raise ConfigError(
+                "epochs", f"must exceed the {done} epochs of the finished run in {run_dir} to train on, got {done}"
+            )
+        run.config = config
+        pyro.clear_param_store()
+        optim = make_optimizer(run.vae, config.train.lr)
+        try:
+            optim.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint in {run_dir} has an optimizer state that does not fit ({e})") from None
+        set_rng_state(ckpt["rng"])
+        config.save(run_dir / "config.json")
+        write_metrics(run)  # drops the final metrics of a finished run that trains on
+        return _train(run, optim, progress, start_epoch=done)
 
 
 def train_step(elbo, vae: VAE, optimizer: torch.optim.Optimizer, *args: torch.Tensor) -> float:
@@ -368,7 +452,38 @@ def train_step(elbo, vae: VAE, optimizer: torch.optim.Optimizer, *args: torch.Te
     return loss
 
 
+def _save(run: Run, optim: torch.optim.Optimizer, epoch: int) -> None:
+    save_checkpoint(
+        run.out_dir / CHECKPOINT_NAME,
+        epoch=epoch,
+        config=run.config.to_dict(),
+        model=run.vae.state_dict(),
+        optimizer=optim.state_dict(),
+        history=run.metrics["epochs"],
+        image_shape=list(run.image_shape),
+        num_classes=run.data.num_classes,
+    )
+
+
 def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: int = 0) -> Run:
+    """Train from ``start_epoch`` (whose checkpoint exists) to the end, then :func:`finish`.
+
+    :raises RunInterrupted: on Ctrl-C, saying which epoch the checkpoint keeps.
+    """
+    saved = start_epoch
+    ckpt_path = run.out_dir / CHECKPOINT_NAME
+    try:
+        for epoch in _epochs(run, optim, progress, start_epoch):
+            saved = epoch
+        return finish(run)
+    except KeyboardInterrupt:
+        done = "training is complete, the final evaluation was not" if saved >= run.config.train.epochs else ""
+        kept = f"{ckpt_path} keeps epoch {saved} of {run.config.train.epochs}" + (f" ({done})" if done else "")
+        raise RunInterrupted(f"interrupted; {kept}; continue with pyro-vae train --resume {run.out_dir}") from None
+
+
+def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: int) -> Iterator[int]:
+    """Train epoch after epoch, yielding each epoch number once its checkpoint is written."""
     config, vae, data = run.config, run.vae, run.data
     spec = spec_of(vae)
     elbo = spec.make_elbo(config.train)
@@ -396,8 +511,10 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
         for step, args in enumerate(bar, 1):
             loss = train_step(elbo, vae, optim, *args)
             if not math.isfinite(loss):
-                kept = f"last good checkpoint: {ckpt_path} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint yet"
-                raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, step {step}; {kept}. Try a lower --lr")
+                raise TrainingDiverged(
+                    f"loss became {loss} at epoch {epoch}, step {step}; last good checkpoint: {ckpt_path} "
+                    f"(epoch {epoch - 1}). Try a lower --lr"
+                )
             total += loss
             if step % 10 == 0:
                 bar.set_postfix(elbo=f"{-total / min(step * config.train.batch_size, n_train):.1f}")
@@ -405,6 +522,11 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
         vae.beta = 1.0
         vae.eval()
         test = summarize(elbo_terms(vae.model, vae.guide, *spec.test_args(data.test_x, data.test_y)))
+        if not math.isfinite(test["elbo"]):
+            raise TrainingDiverged(
+                f"test ELBO became {test['elbo']} after epoch {epoch}; last good checkpoint: {ckpt_path} "
+                f"(epoch {epoch - 1}). Try a lower --lr"
+            )
         row = {
             "epoch": epoch,
             "train_elbo": -total / n_train,
@@ -423,18 +545,9 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
                 f"epoch {epoch:3d}  train ELBO {row['train_elbo']:9.2f}  test ELBO {row['test_elbo']:9.2f}"
                 f"  ({seconds:.1f}s, nats/image, {data.pixels} pixels)"
             )
-        save_checkpoint(
-            ckpt_path,
-            epoch=epoch,
-            config=config.to_dict(),
-            model=vae.state_dict(),
-            optimizer=optim.state_dict(),
-            history=run.metrics["epochs"],
-            image_shape=list(run.image_shape),
-            num_classes=data.num_classes,
-        )
+        _save(run, optim, epoch)
         write_metrics(run)
-    return finish(run)
+        yield epoch
 
 
 def write_metrics(run: Run) -> None:
@@ -519,5 +632,7 @@ __all__ = [
     "resolve_device",
     "Run",
     "TrainingDiverged",
+    "RunInterrupted",
+    "RunExists",
     "CheckpointError",
 ]

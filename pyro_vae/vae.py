@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer.util import is_validation_enabled
 from torch import Tensor, nn
 
+from .data import check_images
 from .guides import Encoder, build_head, moments
 from .likelihoods import get_likelihood
 from .nets import get_net
@@ -51,6 +53,15 @@ class BaseVAE(nn.Module):
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
         self.beta = 1.0
+
+    def check_x(self, x: Tensor) -> None:
+        """Under Pyro's validation (on by default, off in the training loop), check that ``x`` is a
+        ``(batch, x_dim)`` floating-point tensor of finite pixels in the likelihood's range.
+
+        :raises ValueError: naming what is wrong and how to fix it.
+        """
+        if is_validation_enabled():
+            check_images(x, name="x", unit_interval=self.lik.unit_interval, x_dim=self.x_dim)
 
     def _latent_scale(self):
         return contextlib.nullcontext() if self.beta == 1.0 else pyro.poutine.scale(scale=self.beta)
@@ -121,6 +132,7 @@ class VAE(BaseVAE):
 
     # -- the Pyro pair
     def model(self, x: Tensor) -> None:
+        self.check_x(x)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0], dim=-1):
             with self._latent_scale():
@@ -128,6 +140,7 @@ class VAE(BaseVAE):
             pyro.sample("x", self.likelihood(z), obs=x)
 
     def guide(self, x: Tensor) -> None:
+        self.check_x(x)
         with self._latent_scale():
             self.encoder.guide(x)  # site "z" in plate "data": (..., batch, z_dim)
 

@@ -22,11 +22,12 @@ def run_dir(tmp_path_factory):
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
+    """Every file's bytes, but the lock's (which names the last process that held it)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"}
 
 
 def run_cli(*args, cwd=None):
-    """The installed console script's module, in a fresh process: what a user sees."""
+    """The command in a fresh process, as a user runs it (only where a fresh process matters)."""
     return subprocess.run(
         [sys.executable, "-m", "pyro_vae.cli", *args],
         capture_output=True,
@@ -34,6 +35,16 @@ def run_cli(*args, cwd=None):
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
+
+
+def cli(capsys, *args, cwd=None, monkeypatch=None):
+    """``main(args)`` in this process: (exit status, stdout, stderr)."""
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_train_writes_a_run_folder(run_dir, capsys):
@@ -115,27 +126,33 @@ def test_sample_writes_png(run_dir, tmp_path):
             "estimator 'dreg' does not fit guide 'diag-score': it needs a reparameterized guide",
         ),
         (["train", "--elbo", "stl", "--jit", "--out", "{tmp}/r"], "estimator 'stl' has no JIT variant"),
-        (["compare", "--guides", "diag,nope", "--out", "{tmp}/c"], "unknown guide 'nope'; choose one of diag"),
-        (["compare", "--elbos", "iwae:x", "--out", "{tmp}/c"], "bad estimator entry 'iwae:x'; write NAME or NAME:K"),
+        (["compare", "--guides", "diag,nope", "--out", "{tmp}/c"], "--guides must be one of diag, diag-score"),
+        (["compare", "--elbos", "iwae:x", "--out", "{tmp}/c"], "--elbos entry 'iwae:x' is not NAME or NAME:K"),
         (
             ["evaluate", "{run}", "--data-dir", "{tmp}/small"],
             "test images have shape (1, 8, 8) but the run was trained on (1, 28, 28)",
         ),
     ],
 )
-def test_bad_input_is_one_line_without_traceback(run_dir, tmp_path, args, message):
+def test_bad_input_is_one_line_without_traceback(run_dir, tmp_path, args, message, capsys, monkeypatch):
     write_idx_folder(tmp_path / "small", n_train=3, n_test=3, size=8)
     args = [a.format(tmp=tmp_path, run=run_dir) for a in args]
     before = snapshot(run_dir)
-    proc = run_cli(*args, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]  # argparse puts its usage above the error line
-    assert all(m in last for m in ((message,) if isinstance(message, str) else message)), last
+    code, _, err = cli(capsys, *args, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(m in err for m in ((message,) if isinstance(message, str) else message)), err
     assert before == snapshot(run_dir)
 
 
-def test_corrupt_checkpoint_one_line_and_untouched(run_dir, tmp_path):
+def test_a_bad_value_in_a_fresh_process_is_one_line(tmp_path):
+    """The one test through a real process: what a user's shell shows, with no traceback."""
+    proc = run_cli("train", "--epochs", "0", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "pyro-vae train: error: --epochs must be a positive integer, got 0\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_checkpoint_one_line_and_untouched(run_dir, tmp_path, capsys):
     import shutil
 
     copy = tmp_path / "copy"
@@ -147,23 +164,33 @@ def test_corrupt_checkpoint_one_line_and_untouched(run_dir, tmp_path):
         ["sample", str(copy), "--out", str(tmp_path / "x.png")],
         ["train", "--resume", str(copy)],
     ):
-        proc = run_cli(*args)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
-        assert "is corrupt or truncated" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and "is corrupt or truncated" in err and len(err.strip().splitlines()) == 1
     assert before == snapshot(copy)
 
 
-def test_existing_out_refused_without_damage(run_dir):
+def test_existing_out_refused_without_damage(run_dir, capsys):
     before = snapshot(run_dir)
-    proc = run_cli("train", *TINY, "--out", str(run_dir))
-    assert proc.returncode == 2 and "already holds a run" in proc.stderr and "Traceback" not in proc.stderr
+    code, _, err = cli(capsys, "train", *TINY, "--out", str(run_dir))
+    assert code == 2 and f"{run_dir} already holds a finished run; choose another --out" in err
     assert before == snapshot(run_dir)
 
 
-def test_every_subcommand_has_help():
+def test_every_subcommand_has_help(capsys):
     for sub in ("train", "evaluate", "sample", "compare"):
-        proc = run_cli(sub, "--help")
-        assert proc.returncode == 0 and "--device" in proc.stdout
+        code, out, _ = cli(capsys, sub, "--help")
+        assert code == 0 and "--device" in out
+
+
+def test_train_flags_are_the_config_fields(capsys):
+    """Every field of the three config sections is a train flag, with its help and default."""
+    from pyro_vae.config import DataConfig, ModelConfig, TrainConfig, options_of
+
+    _, out, _ = cli(capsys, "train", "--help")
+    for cls in (DataConfig, ModelConfig, TrainConfig):
+        for opt in options_of(cls):
+            assert opt.flag in out, opt.flag
+    assert "--num-samples" in out and "--eval-num-samples" not in out
 
 
 def test_compare_end_to_end(tmp_path, capsys):
@@ -227,21 +254,22 @@ def test_ssvae_train_reports_accuracy_and_baseline(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["data"]["labels"] == 20
 
 
-def test_svhn_trains_end_to_end_from_the_cli(tmp_path):
+def test_svhn_trains_end_to_end_from_the_cli(tmp_path, capsys):
     from conftest import write_svhn_folder
 
     write_svhn_folder(tmp_path / "svhn", n_train=16, n_test=8)
     out = tmp_path / "run"
-    proc = run_cli(
+    code, stdout, err = cli(
+        capsys,
         "train", "--dataset", "svhn", "--data-dir", str(tmp_path / "svhn"), "--model", "cvae", "--net", "conv",
         "--likelihood", "gaussian", "--z-dim", "3", "--hidden-dims", "16", "--epochs", "1", "--batch-size", "8",
         "--num-samples", "10", "--quiet", "--device", "cpu", "--out", str(out),
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "bits/dim" in proc.stdout and "generative classification accuracy" in proc.stdout
+    assert code == 0, err
+    assert "bits/dim" in stdout and "generative classification accuracy" in stdout
     assert json.loads((out / "metrics.json").read_text())["data"]["image_shape"] == [3, 32, 32]
-    proc = run_cli("sample", str(out), "--label", "7", "--num", "4", "--out", str(tmp_path / "s.png"))
-    assert proc.returncode == 0 and (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, _ = cli(capsys, "sample", str(out), "--label", "7", "--num", "4", "--out", str(tmp_path / "s.png"))
+    assert code == 0 and (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(
@@ -270,13 +298,12 @@ def test_svhn_trains_end_to_end_from_the_cli(tmp_path):
         ),
     ],
 )
-def test_bad_conditional_input_is_one_line(run_dir, cvae_dir, tmp_path, args, message):
+def test_bad_conditional_input_is_one_line(run_dir, cvae_dir, tmp_path, args, message, capsys, monkeypatch):
     (tmp_path / "small").mkdir()
     (tmp_path / "small" / "train_32x32.mat").write_bytes(b"")
     args = [a.format(tmp=tmp_path, run=run_dir, cvae=cvae_dir) for a in args]
     before = snapshot(cvae_dir)
-    proc = run_cli(*args, cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert all(m in last for m in ((message,) if isinstance(message, str) else message)), last
+    code, _, err = cli(capsys, *args, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(m in err for m in ((message,) if isinstance(message, str) else message)), err
     assert before == snapshot(cvae_dir) and not (tmp_path / "r").exists()

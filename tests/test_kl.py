@@ -29,13 +29,24 @@ def test_gaussian_kl_batched():
     torch.testing.assert_close(gaussian_kl(m1, c1, m2, c2), expected)
 
 
+def kl_plus_k(m1, c1, m2, c2):
+    """The misprinted formula, written out on its own: ½[tr(Σ₂⁻¹Σ₁) + Δᵀ Σ₂⁻¹ Δ + k + log det Σ₂/det Σ₁]."""
+    k, inv, d = m1.shape[-1], torch.linalg.inv(c2), m2 - m1
+    return 0.5 * (torch.trace(inv @ c1) + d @ inv @ d + k + torch.logdet(c2) - torch.logdet(c1))
+
+
 def test_slide_mistakes_give_other_numbers():
-    """The +k and misplaced-½ versions differ from the right one by k and by half the trace terms."""
+    """The misprint (+k for −k), computed independently of gaussian_kl, is off from torch's
+    kl_divergence by exactly k: it is the same expression but for the sign of k, so any other
+    error in either formula would show up here."""
     gen = torch.Generator().manual_seed(1)
-    (m1, c1), (m2, c2) = random_gaussian(3, gen), random_gaussian(3, gen)
-    right = gaussian_kl(m1, c1, m2, c2)
-    plus_k = right + 3.0  # ½(... + k ...) instead of − k shifts by exactly k
-    assert abs(plus_k - kl_divergence(MultivariateNormal(m1, c1), MultivariateNormal(m2, c2))) > 2.9
+    for k in (1, 3, 5):
+        (m1, c1), (m2, c2) = random_gaussian(k, gen), random_gaussian(k, gen)
+        exact = kl_divergence(MultivariateNormal(m1, c1), MultivariateNormal(m2, c2))
+        torch.testing.assert_close(
+            kl_plus_k(m1, c1, m2, c2) - exact, torch.tensor(float(k), dtype=torch.float64), rtol=0, atol=1e-8
+        )
+        torch.testing.assert_close(gaussian_kl(m1, c1, m2, c2), exact, rtol=1e-5, atol=1e-5)
 
 
 def test_kl_nonnegative_and_zero_iff_equal():

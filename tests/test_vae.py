@@ -4,6 +4,7 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from conftest import traces
 from pyro.infer import Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 
@@ -19,15 +20,9 @@ def vae(request):
     return VAE(D, Z, (32, 16), likelihood=request.param)
 
 
-def traces(vae, x):
-    guide_tr = poutine.trace(vae.guide).get_trace(x)
-    model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
-    return model_tr, guide_tr
-
-
 def test_sites_shapes_and_event_dims(vae):
     x = torch.rand(B, D)
-    model_tr, guide_tr = traces(vae, x)
+    model_tr, guide_tr = traces(vae.model, vae.guide, x)
     model_sites = {n: s for n, s in model_tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
     guide_sites = {n: s for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
     assert set(model_sites) == {"z", "x"} and set(guide_sites) == {"z"}
@@ -43,7 +38,7 @@ def test_sites_shapes_and_event_dims(vae):
 def test_vectorized_particles_broadcast(vae):
     x = torch.rand(B, D)
     with pyro.plate("particles", 5, dim=-2):
-        model_tr, guide_tr = traces(vae, x)
+        model_tr, guide_tr = traces(vae.model, vae.guide, x)
     assert guide_tr.nodes["z"]["value"].shape == (5, B, Z)
     model_tr.compute_log_prob()
     assert model_tr.nodes["x"]["log_prob"].shape == (5, B)
@@ -68,7 +63,7 @@ def test_beta_scales_the_kl_in_model_and_guide():
     torch.manual_seed(0)
     loss = Trace_ELBO().loss(vae.model, vae.guide, x)
     torch.manual_seed(0)
-    model_tr, guide_tr = traces(vae, x)
+    model_tr, guide_tr = traces(vae.model, vae.guide, x)
     for tr in (model_tr, guide_tr):
         assert tr.nodes["z"]["scale"] == 0.25
     model_tr.compute_log_prob()
