@@ -29,8 +29,8 @@ from .data import load_dataset
 from .diagnostics import active_units, gradient_snr
 from .elbos import ELBOS, IncompatiblePair, build_elbo
 from .io import atomic_write_text
-from .runfolder import CHECKPOINT_NAME, LOCK_NAME, RunLock
-from .train import fit, resolve_device, resume
+from .runfolder import CHECKPOINT_NAME, LOCK_NAME, RunLock, run_state
+from .train import fit, load_run, resolve_device, resume
 
 COLUMNS = [
     "guide",
@@ -99,7 +99,8 @@ class CompareConfig:
         estimator, seed; not the device) and the SNR measurement."""
         run = config.to_dict()
         run["train"].pop("device")
-        return {"run": run, "snr_estimates": self.snr_estimates, "snr_batch_size": self.snr_batch_size}
+        fingerprint = {"run": run, "snr_estimates": self.snr_estimates, "snr_batch_size": self.snr_batch_size}
+        return json.loads(json.dumps(fingerprint))  # as fingerprint.json reads back (tuples as lists)
 
 
 class GridMismatch(ValueError):
@@ -146,7 +147,11 @@ def run_cell(cfg: CompareConfig, guide: str, elbo: str, particles: int, seed: in
     identity = {"guide": guide, "elbo": elbo, "K": particles, "seed": seed, "pixels": config.data.pixels}
     with RunLock(cell_dir):
         try:
-            if (cell_dir / CHECKPOINT_NAME).exists():
+            state = run_state(cell_dir)
+            if state == "finished":  # trained, but stopped before its cell.json
+                run, _ = load_run(cell_dir, config.train.device)
+                run.metrics = json.loads((cell_dir / "metrics.json").read_text())
+            elif state == "resumable":
                 run = resume(cell_dir, progress=progress)
             else:
                 atomic_write_text(cell_dir / FINGERPRINT_NAME, json.dumps(cfg.fingerprint(config), indent=2) + "\n")

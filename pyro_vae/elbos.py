@@ -136,8 +136,9 @@ class DReG_IWAE(_PathwiseELBO):
     model gradient and Σ_k w̃_k ∂log w_k/∂z_k ∂z_k/∂φ for the guide; a hook on each latent value
     z_k multiplies the gradient reaching it by w̃_k once more. With the latent site scaled by β
     (KL warm-up: log w = log p(x|z) + β(log p(z) − log q(z|x))) the score term carries β, and the
-    guide's weight becomes (1 − β) w̃_k + β w̃_k², so the hook multiplies by 1 − β + β w̃_k. For that, log q(z_k|x) is evaluated
-    afresh at z_k (not from a flow's cache), so that its path derivative passes through z_k.
+    guide's weight becomes (1 − β) w̃_k + β w̃_k², so the hook multiplies by 1 − β + β w̃_k. For
+    that, log q(z_k|x) is evaluated afresh at z_k (not from a flow's cache), so that its path
+    derivative passes through z_k.
     """
 
     def _loss(self, log_w: Tensor) -> Tensor:

@@ -290,6 +290,7 @@ class ScaleLatent(Messenger):
             msg["scale"] = msg["scale"] * self.beta
 
 
+@pytest.mark.slow  # 4,000 gradient draws: about 25 s each on 2 idle cores
 @pytest.mark.parametrize("path, reference, k", [("dreg", "iwae", 4), ("stl", "trace", 1)])
 def test_path_derivative_estimators_are_unbiased_under_beta(testbed, path, reference, k):
     """With the latent site scaled by β = 0.1 (KL warm-up), the log weight is

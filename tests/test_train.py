@@ -154,12 +154,15 @@ def test_corrupt_and_missing_checkpoints(tmp_path):
     fit(small_config(epochs=1), tmp_path / "run", progress=False)
     ckpt = tmp_path / "run" / CHECKPOINT_NAME
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="is corrupt or truncated") as err:
+    with pytest.raises(CheckpointError, match="is damaged: its content does not match its SHA-256") as err:
         load_run(tmp_path / "run")
     assert "\n" not in str(err.value)
+    ckpt.write_bytes(b"PK\x03\x04 not a zip archive")  # no checksum line: read as a pyro_vae 0.1 file
+    with pytest.raises(CheckpointError, match="is corrupt or truncated") as err:
+        load_run(tmp_path / "run")
     ckpt.unlink()
     with pytest.raises(CheckpointError, match="no checkpoint at .*; train a run first"):
-        resume(tmp_path / "run")
+        load_run(tmp_path / "run")
     with pytest.raises(CheckpointError, match="holds no run \\(no config.json\\)"):
         load_run(tmp_path / "nowhere")
 
