@@ -19,6 +19,10 @@ class DataConfig:
     data_dir: str | None = None  # folder with the four IDX files (or a torchvision root)
     pixels: str = "continuous"  # continuous | dynamic | static (see pyro_vae.data.PIXELS)
     labels: int | None = None  # model="ssvae": keep N training labels, balanced per class (None: all)
+    image_size: tuple[int, int] | None = None  # folder, torchvision:NAME: resize every image to H W (None: as read)
+    channels: int | None = None  # folder, torchvision:NAME: 1 (grey) or 3 (RGB) (None: grey unless any is colour)
+    test_fraction: float = 0.1  # folder, array, torchvision:NAME without a test split: share held out (seeded)
+    layout: str | None = None  # array: nhwc | nchw when the shape leaves it ambiguous (None: from the shape)
 
 
 @dataclass
