@@ -54,13 +54,14 @@ def cache_dir() -> str:
 
 
 def split_train_test(x: np.ndarray, y: np.ndarray | None, test_fraction: float, where: str, classes=None) -> Source:
-    """Hold out ``round(test_fraction * N)`` images, chosen by a permutation with :data:`SPLIT_SEED`.
+    """Hold out ``round(test_fraction * N)`` images (at least one), chosen by a permutation with
+    :data:`SPLIT_SEED`.
 
     :raises DataError: when the split would leave the train or the test set empty.
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
-    n_test = round(test_fraction * len(x))
+    n_test = max(1, round(test_fraction * len(x)))
     if not 1 <= n_test < len(x):
         raise DataError(
             f"{where}: {len(x)} images with test_fraction {test_fraction:g} leave an empty train or test set; "
@@ -363,10 +364,8 @@ def read_array(data_dir: str | None, *, layout: str | None = None, test_fraction
         return split_train_test(xtr, ytr, test_fraction, str(path))
     xte = images("x_test")
     yte = labels_array(arrays["y_test"], len(xte), f"{path}: y_test") if "y_test" in arrays else None
-    if xte.shape[1:] != xtr.shape[1:] or xte.dtype != xtr.dtype:
-        raise DataError(
-            f"{path}: x_test images are {xte.shape[1:]} {xte.dtype} but x_train images are {xtr.shape[1:]} {xtr.dtype}"
-        )
+    if xte.shape[1:] != xtr.shape[1:]:
+        raise DataError(f"{path}: x_test images are {xte.shape[1:]} but x_train images are {xtr.shape[1:]} (C, H, W)")
     return Source(xtr, ytr, xte, yte)
 
 
@@ -465,7 +464,7 @@ def read_torchvision(
     try:
         sets = [cls(root, **kw) for kw in kwargs]
     except Exception as e:  # offline, proxy, checksum, missing files: all end the same way for the user
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
         raise DataError(
             f"could not load or download {dataset} into {root} ({reason}); put its files where "
             f"torchvision.datasets.{name} finds them under a folder and pass --data-dir FOLDER"
