@@ -64,7 +64,7 @@ def _labels_tensor(y: Tensor | np.ndarray | None) -> Tensor | None:
 
 def _flat_pixels(x: Tensor | np.ndarray, image_shape: Sequence[int] | None, name: str) -> tuple[Tensor, tuple]:
     """Images ``(N, D)`` (with ``image_shape``), ``(N, H, W)`` or ``(N, C, H, W)`` as ``(N, D)``
-    float32 and their ``(C, H, W)``; uint8 (8-bit) images are divided by 255."""
+    and their ``(C, H, W)``: uint8 (8-bit, read as value / 255) stays uint8, floats become float32."""
     x = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a tensor or a NumPy array, got {type(x).__name__}")
@@ -83,22 +83,76 @@ def _flat_pixels(x: Tensor | np.ndarray, image_shape: Sequence[int] | None, name
         )
     x = x.reshape(len(x), -1)
     if x.dtype == torch.uint8:
-        return x.to(torch.float32) / 255.0, shape
+        return x, shape
     if not x.is_floating_point():
         raise ValueError(f"{name} must be uint8 (0..255) or floating point ([0, 1]), got {x.dtype}")
     return x.to(torch.float32), shape
 
 
+BINARIZE_CHUNK = 1 << 22  # pixels binarized at once from 8-bit storage (16 MiB of float32 probabilities)
+
+
+class ByteImages:
+    """``(N, D)`` 8-bit images that index like a float tensor: ``images[idx]`` is ``bytes[idx] / 255``,
+    float32 in [0, 1], for any index a tensor takes (slices, index tensors).
+
+    So :func:`batches` and :func:`~pyro_vae.ssvae.semi_supervised_batches` hand out float batches
+    while the whole set stays uint8 on the device: 4× less memory than float32.
+    """
+
+    def __init__(self, data: Tensor):
+        self.data = data  # (N, D) uint8
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx) -> Tensor:
+        return self.data[idx].to(torch.float32).div_(255.0)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def float(self) -> Tensor:
+        """All the images as one ``(N, D)`` float32 tensor (4× the memory)."""
+        return self[:]
+
+
+def _binarize_bytes(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Bernoulli draws with probabilities ``x / 255`` from 8-bit ``(N, D)`` images, as uint8 0 or 255.
+
+    Chunks of :data:`BINARIZE_CHUNK` pixels: on the CPU, the draws equal one ``torch.bernoulli`` of
+    the whole float tensor with the same generator (its CPU kernel draws in order).
+    """
+    out = torch.empty_like(x)
+    rows = max(1, BINARIZE_CHUNK // max(1, x.shape[1]))
+    for i in range(0, len(x), rows):
+        p = x[i : i + rows].to(torch.float32).div_(255.0)
+        out[i : i + rows] = torch.bernoulli(p, generator=generator).to(torch.uint8).mul_(255)
+    return out
+
+
 @dataclass
 class ImageData:
-    """Train and test images as flat float tensors, with labels when the source has them.
+    """Train and test images, flat, with labels when the source has them.
 
-    Build one with :func:`load_data`, :meth:`from_tensors` or :meth:`from_dataset`.
+    Build one with :func:`load_data`, :meth:`from_tensors` or :meth:`from_dataset`. Images whose
+    source is 8-bit are stored as uint8 (read as value / 255), others as float32; either way
+    :attr:`train_x` and :attr:`test_x` are float32 in [0, 1], and :meth:`epoch_train_x` indexes
+    into float batches.
 
-    :ivar Tensor train_x: ``(N_train, D)`` pixels in [0, 1], after the ``pixels`` treatment
-        (for ``dynamic`` these are the grey levels, binarized by :meth:`epoch_train_x`).
+    :ivar Tensor train_store: ``(N_train, D)`` stored pixels, uint8 or float32, after the
+        ``pixels`` treatment (for ``dynamic`` the grey levels, binarized by :meth:`epoch_train_x`).
     :ivar train_y: ``(N_train,)`` int64 class labels, or None when the images have none.
-    :ivar Tensor test_x: ``(N_test, D)``.
+    :ivar Tensor test_store: ``(N_test, D)``, stored as ``train_store``.
     :ivar test_y: ``(N_test,)``, or None.
     :ivar tuple image_shape: ``(C, H, W)`` with ``C*H*W == D``.
     :ivar num_classes: labels lie in ``0..num_classes-1``; None without labels.
@@ -108,9 +162,9 @@ class ImageData:
     """
 
     name: str
-    train_x: Tensor
+    train_store: Tensor
     train_y: Tensor | None
-    test_x: Tensor
+    test_store: Tensor
     test_y: Tensor | None
     image_shape: tuple[int, int, int]
     pixels: str
@@ -119,8 +173,43 @@ class ImageData:
     source: str | None = None
 
     @property
+    def train_images(self) -> Tensor | ByteImages:
+        """The training images, indexable into float32 rows: ``train_images[idx]``, ``len(...)``,
+        ``.device``, without converting the whole set."""
+        return ByteImages(self.train_store) if self.train_store.dtype == torch.uint8 else self.train_store
+
+    @property
+    def test_images(self) -> Tensor | ByteImages:
+        """The test images, as :attr:`train_images`."""
+        return ByteImages(self.test_store) if self.test_store.dtype == torch.uint8 else self.test_store
+
+    @property
+    def train_x(self) -> Tensor:
+        """``(N_train, D)`` float32 in [0, 1]; a new tensor on every access when stored as uint8."""
+        return self.train_images[:]
+
+    @property
+    def test_x(self) -> Tensor:
+        """``(N_test, D)`` float32; a new tensor on every access when stored as uint8."""
+        return self.test_images[:]
+
+    @property
+    def storage(self) -> str:
+        """``"uint8"`` (8-bit images) or ``"float32"``."""
+        return "uint8" if self.train_store.dtype == torch.uint8 else "float32"
+
+    @property
     def x_dim(self) -> int:
-        return self.train_x.shape[1]
+        return self.train_store.shape[1]
+
+    def check(self, unit_interval: bool = True) -> None:
+        """:func:`check_images` on both sets; 8-bit images always pass, unconverted.
+
+        :raises ValueError: naming the set and the problem.
+        """
+        for store, name in ((self.train_store, "training images"), (self.test_store, "test images")):
+            if store.dtype != torch.uint8:
+                check_images(store, name=name, unit_interval=unit_interval)
 
     @property
     def has_labels(self) -> bool:
@@ -141,24 +230,31 @@ class ImageData:
     def to(self, device: torch.device | str) -> ImageData:
         moved = {
             k: None if getattr(self, k) is None else getattr(self, k).to(device)
-            for k in ("train_x", "train_y", "test_x", "test_y")
+            for k in ("train_store", "train_y", "test_store", "test_y")
         }
         return dataclasses.replace(self, **moved)
 
-    def epoch_train_x(self) -> Tensor:
-        """The training pixels for one epoch: binarized afresh when ``pixels == "dynamic"``."""
+    def epoch_train_x(self) -> Tensor | ByteImages:
+        """The training images for one epoch, binarized afresh when ``pixels == "dynamic"``.
+
+        :returns: ``(N_train, D)``: a float32 tensor, or for 8-bit storage :class:`ByteImages`,
+            which index into float32 batches (as :func:`batches` takes them).
+        """
         if self.pixels == "dynamic":
-            return torch.bernoulli(self.train_x)
-        return self.train_x
+            if self.train_store.dtype == torch.uint8:
+                return ByteImages(_binarize_bytes(self.train_store))
+            return torch.bernoulli(self.train_store)
+        return self.train_images
 
     def describe(self) -> dict:
         out = {
             "dataset": self.name,
             "pixels": self.pixels,
-            "train_size": len(self.train_x),
-            "test_size": len(self.test_x),
+            "train_size": len(self.train_store),
+            "test_size": len(self.test_store),
             "image_shape": list(self.image_shape),
             "num_classes": self.num_classes,
+            "storage": self.storage,
         }
         if self.classes is not None:
             out["classes"] = list(self.classes)
@@ -184,8 +280,8 @@ class ImageData:
         """Images already in memory, e.g. ``fit(config, data=ImageData.from_tensors(x, x_test))``.
 
         :param train_x: ``(N, C, H, W)`` or ``(N, H, W)`` images, or ``(N, D)`` with ``image_shape``;
-            uint8 in 0..255 (divided by 255) or floats (in [0, 1] for Bernoulli-type likelihoods
-            and binarized ``pixels``).
+            uint8 in 0..255 (kept as uint8, read as value / 255) or floats (in [0, 1] for
+            Bernoulli-type likelihoods and binarized ``pixels``).
         :param test_x: the same, ``(N_test, ...)``.
         :param train_y: ``(N,)`` integer class labels, with ``test_y``; both None for no labels.
         :param image_shape: ``(C, H, W)`` (or ``(H, W)``); needed for flat images.
@@ -209,8 +305,11 @@ class ImageData:
         else:
             num_classes, classes = None, None
         if pixels in ("static", "dynamic"):
-            check_images(tr, name="train_x")
-            check_images(te, name="test_x")
+            for x, where in ((tr, "train_x"), (te, "test_x")):
+                if x.dtype != torch.uint8:
+                    check_images(x, name=where)
+        if te.dtype != tr.dtype:  # one 8-bit set and one float set: both float
+            tr, te = (x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x for x in (tr, te))
         if pixels == "static":
             tr = _binarize(tr, BINARIZE_SEED)
         if pixels in ("static", "dynamic"):
@@ -265,10 +364,11 @@ class ImageData:
         return cls.from_source(src, pixels=pixels, name=name)
 
 
-def batches(x: Tensor, batch_size: int, *others: Tensor) -> Iterator[tuple[Tensor, ...]]:
+def batches(x: Tensor | ByteImages, batch_size: int, *others: Tensor) -> Iterator[tuple[Tensor, ...]]:
     """Shuffle by one ``randperm`` on ``x``'s device and yield index-selected batches.
 
-    :param Tensor x: ``(N, D)``; ``others`` are indexed alike (labels, ...).
+    :param x: ``(N, D)``, a tensor or :class:`ByteImages` (whose batches come out float32);
+        ``others`` are indexed alike (labels, ...).
     :returns: tuples ``(x[idx], *[o[idx] for o in others])``, each ``(≤batch_size, ...)``.
     """
     for idx in torch.randperm(len(x), device=x.device).split(batch_size):
@@ -492,8 +592,12 @@ def load_idx_folder(folder: str | Path, subdirs: tuple[str, ...] = ()) -> Raw | 
 
 
 def _binarize(x: Tensor, seed: int) -> Tensor:
+    """Bernoulli draws with a fixed seed (on the CPU, whatever ``x``'s device), uint8 0/255 for
+    8-bit ``x`` and float 0/1 otherwise; the same draws either way."""
     g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(x, generator=g)
+    cpu = x.cpu()
+    out = _binarize_bytes(cpu, g) if cpu.dtype == torch.uint8 else torch.bernoulli(cpu, generator=g)
+    return out.to(x.device)
 
 
 # ----------------------------------------------------------------------------- one entry point
@@ -605,25 +709,21 @@ def load_dataset(
     if raw is None:
         raw = loader(data_dir)
     xtr, ytr, xte, yte = raw
-    image_shape = (1, *xtr.shape[1:]) if xtr.ndim == 3 else tuple(xtr.shape[1:])
-
-    def flat(x: np.ndarray) -> Tensor:
-        return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32).reshape(len(x), -1) / 255.0
-
-    train_x, test_x = flat(xtr), flat(xte)
     if xte.shape[1:] != xtr.shape[1:]:
         raise DataError(f"train images {xtr.shape[1:]} and test images {xte.shape[1:]} differ in shape")
-    if pixels == "static":
-        train_x = _binarize(train_x, BINARIZE_SEED)
-    if pixels in ("static", "dynamic"):
-        test_x = _binarize(test_x, BINARIZE_SEED + 1)
-    data = ImageData(
-        name=name,
-        train_x=train_x,
-        train_y=torch.tensor(ytr, dtype=torch.int64),  # a copy: the raw arrays may be cached
-        test_x=test_x,
-        test_y=torch.tensor(yte, dtype=torch.int64),
+
+    def images(x: np.ndarray) -> Tensor:  # a copy: the raw arrays may be cached
+        return torch.tensor(np.ascontiguousarray(x).reshape(len(x), -1), dtype=torch.uint8)
+
+    image_shape = (1, *xtr.shape[1:]) if xtr.ndim == 3 else tuple(xtr.shape[1:])
+    data = ImageData.from_tensors(
+        images(xtr),
+        images(xte),
+        torch.tensor(ytr, dtype=torch.int64),
+        torch.tensor(yte, dtype=torch.int64),
         image_shape=image_shape,
         pixels=pixels,
+        num_classes=10,
+        name=name,
     )
     return data.to(device)
