@@ -1,8 +1,15 @@
 """Datasets by name, held as one tensor each on the training device.
 
-Images are flattened to ``(N, C*H*W)`` float32 tensors (C, H, W order) with their ``image_shape``
-alongside, so every model and guide site is a vector with ``.to_event(1)``. Labels are ``(N,)``
-int64 class indices in 0..num_classes−1.
+:func:`load_data` is the one entry point: a name in :data:`DATASETS`, or one of the user's own
+sources in :data:`SOURCES` (an image folder, a NumPy file, ``torchvision:NAME``; read by
+:mod:`pyro_vae.sources`). :meth:`ImageData.from_tensors` and :meth:`ImageData.from_dataset` take
+images already in Python.
+
+Images are flattened to ``(N, C*H*W)`` (C, H, W order) with their ``image_shape`` alongside, so
+every model and guide site is a vector with ``.to_event(1)``. Images whose source is 8-bit are
+stored as uint8 and read as float32 ``value / 255`` per batch (:class:`ByteImages`); others are
+stored as float32. Labels are ``(N,)`` int64 class indices in 0..num_classes−1, or None when the
+source has none.
 
 ``pixels`` chooses how grey levels are used:
 
@@ -28,6 +35,8 @@ from torch import Tensor
 
 from .config import DataConfig
 from .sources import (
+    CHANNELS,
+    LAYOUTS,
     TORCHVISION_PREFIX,
     DataError,
     Source,
@@ -54,12 +63,13 @@ IDX_FILES = (
 )
 
 
-def _labels_tensor(y: Tensor | np.ndarray | None) -> Tensor | None:
+def _labels_tensor(y: Tensor | np.ndarray | Sequence[int] | None, name: str) -> Tensor | None:
+    """Integer labels as int64 (others are left for :func:`check_labels` to name)."""
     if y is None:
         return None
     if isinstance(y, Tensor):
         return y.detach().to(torch.int64) if not (y.dtype.is_floating_point or y.dtype == torch.bool) else y
-    return torch.as_tensor(labels_array(y, len(y), "labels"))
+    return torch.as_tensor(labels_array(y, len(y), name))
 
 
 def _flat_pixels(x: Tensor | np.ndarray, image_shape: Sequence[int] | None, name: str) -> tuple[Tensor, tuple]:
@@ -296,7 +306,7 @@ class ImageData:
         te, test_shape = _flat_pixels(test_x, shape, "test_x")
         if (train_y is None) != (test_y is None):
             raise ValueError("train_y and test_y go together: give labels for both sets or for neither")
-        ytr, yte = _labels_tensor(train_y), _labels_tensor(test_y)
+        ytr, yte = _labels_tensor(train_y, "train_y"), _labels_tensor(test_y, "test_y")
         if ytr is not None:
             if num_classes is None:
                 num_classes = len(classes) if classes is not None else int(max(ytr.max(), yte.max(), 0)) + 1
@@ -638,17 +648,12 @@ def check_dataset_name(name: str) -> str:
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_FORMS)}")
 
 
-def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData:
-    """The images ``data`` names, as whole tensors on ``device``: the one loader ``fit`` calls.
+def check_data_config(data: DataConfig) -> str:
+    """Check a :class:`~pyro_vae.config.DataConfig` before anything is read (e.g. in ``fit``, so a
+    bad option fails before a run folder is made).
 
-    - a name in :data:`DATASETS` (``mnist-5k``, ``mnist``, ``fashion-mnist``, ``svhn``): see
-      :func:`load_dataset`;
-    - ``folder``: the image folder ``data.data_dir`` (:func:`pyro_vae.sources.read_folder`);
-    - ``array``: the ``.npz`` or ``.npy`` file ``data.data_dir`` (:func:`pyro_vae.sources.read_array`);
-    - ``torchvision:NAME``: ``torchvision.datasets.NAME`` (:func:`pyro_vae.sources.read_torchvision`).
-
-    :raises ValueError: for an unknown name or pixel mode, or an option the source does not read.
-    :raises DataError: naming the file or folder at fault.
+    :returns: the dataset's key (see :func:`check_dataset_name`).
+    :raises ValueError: one line naming the field, the value received and what is expected.
     """
     kind = check_dataset_name(data.dataset)
     if data.pixels not in PIXELS:
@@ -659,6 +664,37 @@ def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData
                 k.rstrip(":") if not k.endswith(":") else k + "NAME" for k, v in SOURCE_OPTIONS.items() if option in v
             )
             raise ValueError(f"{option} applies to --dataset {readers}, not {data.dataset}")
+    size = data.image_size
+    if size is not None and (
+        isinstance(size, (str, bytes))
+        or len(size) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size)
+    ):
+        raise ValueError(f"image_size must be two positive integers H W, got {size!r}")
+    if data.channels not in (None, *CHANNELS):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {data.channels!r}")
+    if data.layout not in (None, *LAYOUTS):
+        raise ValueError(f"unknown layout {data.layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if isinstance(data.test_fraction, bool) or not isinstance(data.test_fraction, (int, float)):
+        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {data.test_fraction!r}")
+    if not 0 < data.test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {data.test_fraction!r}")
+    return kind
+
+
+def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData:
+    """The images ``data`` names, as whole tensors on ``device``: the one loader ``fit`` calls.
+
+    - a name in :data:`DATASETS` (``mnist-5k``, ``mnist``, ``fashion-mnist``, ``svhn``): see
+      :func:`load_dataset`;
+    - ``folder``: the image folder ``data.data_dir`` (:func:`pyro_vae.sources.read_folder`);
+    - ``array``: the ``.npz`` or ``.npy`` file ``data.data_dir`` (:func:`pyro_vae.sources.read_array`);
+    - ``torchvision:NAME``: ``torchvision.datasets.NAME`` (:func:`pyro_vae.sources.read_torchvision`).
+
+    :raises ValueError: for a bad option (see :func:`check_data_config`).
+    :raises DataError: naming the file or folder at fault.
+    """
+    kind = check_data_config(data)
     if kind in DATASETS:
         return load_dataset(data.dataset, data.data_dir, data.pixels, device)
     if data.image_size is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -150,12 +150,13 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-def pil_to_array(img, channels: int, image_size: Sequence[int] | None) -> np.ndarray:
+def pil_to_array(img, channels: int | None, image_size: Sequence[int] | None) -> np.ndarray:
     """A Pillow image as a ``(C, H, W)`` uint8 array, in grey (C = 1) or RGB (C = 3), resized to
-    ``image_size = (H, W)`` (bilinear) when given."""
+    ``image_size = (H, W)`` (bilinear) when given; ``channels=None`` keeps grey images grey."""
     from PIL import Image
 
-    img = img.convert("L" if channels == 1 else "RGB")
+    grey = channels == 1 or (channels is None and img.mode in GREY_MODES)
+    img = img.convert("L" if grey else "RGB")
     if image_size is not None and img.size != (image_size[1], image_size[0]):
         img = img.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
     a = np.asarray(img, dtype=np.uint8)
@@ -174,6 +175,8 @@ def _tensor_image(x: Any, where: str) -> np.ndarray:
 
 def _adjust(a: np.ndarray, channels: int | None, image_size: Sequence[int] | None) -> np.ndarray:
     """Resize (bilinear, antialiased) and set the channels of a ``(C, H, W)`` array image."""
+    if (channels in (None, a.shape[0])) and (image_size is None or tuple(a.shape[1:]) == tuple(image_size)):
+        return a
     t = torch.as_tensor(a.astype(np.float32))
     if channels == 1 and t.shape[0] == 3:
         t = (t * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)  # ITU-R 601 luma
@@ -185,33 +188,26 @@ def _adjust(a: np.ndarray, channels: int | None, image_size: Sequence[int] | Non
     return np.clip(np.round(out), 0, 255).astype(np.uint8) if a.dtype == np.uint8 else out.clip(0, 1)
 
 
-def stack_images(
-    images: Sequence[Any], channels: int | None, image_size: Sequence[int] | None, names: Sequence[str]
-) -> np.ndarray:
-    """Pillow images, tensors or arrays as one ``(N, C, H, W)`` array.
-
-    :param channels: 1 or 3; None keeps grey images grey (C = 1) unless some image has colour.
-    :param image_size: ``(H, W)`` to resize to; None requires every image to have the same size.
-    :param names: how to name image ``i`` in an error (its file, or the dataset item).
-    :raises DataError: for images of mixed sizes without ``image_size``, or bad values.
-    """
+def to_image_array(img: Any, channels: int | None, image_size: Sequence[int] | None, where: str) -> np.ndarray:
+    """A Pillow image, tensor or array image as ``(C, H, W)``: uint8, or float32 in [0, 1]."""
     from PIL import Image
 
-    if channels is None:
-        colour = [
-            i.mode not in GREY_MODES if isinstance(i, Image.Image) else _tensor_image(i, n).shape[0] == 3
-            for i, n in zip(images, names)
-        ]
-        channels = 3 if any(colour) else 1
+    if isinstance(img, Image.Image):
+        return pil_to_array(img, channels, image_size)
+    return _adjust(check_pixels(_tensor_image(img, where), where), channels, image_size)
+
+
+def stack_images(items: Iterable[tuple[np.ndarray, str]]) -> np.ndarray:
+    """``(C, H, W)`` images, each with its name for errors (its file, or the dataset item), as one
+    ``(N, C, H, W)`` array; grey images become RGB (repeated) when any image has colour.
+
+    :raises DataError: for an empty sequence, or images of mixed sizes or of 8-bit and float mixed.
+    """
     arrays, first = [], None
-    for img, name in zip(images, names):
-        if isinstance(img, Image.Image):
-            a = pil_to_array(img, channels, image_size)
-        else:
-            a = _adjust(check_pixels(_tensor_image(img, name), name), channels, image_size)
+    for a, name in items:
         if first is None:
             first = (a, name)
-        elif a.shape != first[0].shape or a.dtype != first[0].dtype:
+        elif a.shape[1:] != first[0].shape[1:] or a.dtype != first[0].dtype:
             (h0, w0), (h, w) = first[0].shape[1:], a.shape[1:]
             if a.dtype != first[0].dtype:
                 raise DataError(f"{name} is {a.dtype} but {first[1]} is {first[0].dtype}; use all 8-bit or all float")
@@ -219,7 +215,10 @@ def stack_images(
                 f"{name} is {h}×{w} but {first[1]} is {h0}×{w0}; images of different sizes need --image-size H W"
             )
         arrays.append(a)
-    return np.stack(arrays)
+    if not arrays:
+        raise DataError("no images")
+    c = max(a.shape[0] for a in arrays)
+    return np.stack([np.repeat(a, c, axis=0) if a.shape[0] < c else a for a in arrays])
 
 
 # ----------------------------------------------------------------------------- folders of image files
@@ -268,22 +267,24 @@ def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
 
 
 def read_image_files(paths: Sequence[Path], channels: int | None, image_size: Sequence[int] | None) -> np.ndarray:
-    """Decode image files into one ``(N, C, H, W)`` uint8 array (see :func:`stack_images`).
+    """Decode image files, one at a time, into one ``(N, C, H, W)`` uint8 array.
 
-    :raises DataError: naming the first file Pillow cannot read.
+    :param channels: 1 or 3; None: grey (C = 1) if every image is grey, RGB otherwise.
+    :param image_size: ``(H, W)`` to resize to; None requires every image to have the same size.
+    :raises DataError: naming the first file Pillow cannot read, or one whose size differs.
     """
     from PIL import Image
 
-    images = []
-    for p in paths:
-        try:
-            with Image.open(p) as img:
-                img.load()
-                # keep a decoded copy: the file closes here
-                images.append(img.copy())
-        except Exception as e:  # UnidentifiedImageError, truncated data (OSError), decompression bombs...
-            raise DataError(f"cannot read image {p} ({type(e).__name__}: {str(e).strip()[:200]})") from None
-    return stack_images(images, channels, image_size, [str(p) for p in paths])
+    def decoded():
+        for p in paths:
+            try:
+                with Image.open(p) as img:
+                    a = pil_to_array(img, channels, image_size)
+            except Exception as e:  # UnidentifiedImageError, truncated data (OSError), decompression bombs...
+                raise DataError(f"cannot read image {p} ({type(e).__name__}: {str(e).strip()[:200]})") from None
+            yield a, str(p)
+
+    return stack_images(decoded())
 
 
 def read_folder(
@@ -395,13 +396,16 @@ def read_dataset(
     n = len(dataset)
     if n == 0:
         raise DataError(f"{where} is empty")
-    images, labels = [], []
-    for i in range(n):
-        item = dataset[i]
-        img, target = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)
-        images.append(img)
-        labels.append(_label(target))
-    x = stack_images(images, channels, image_size, [f"{where} item {i}" for i in range(n)])
+    labels = []
+
+    def converted():
+        for i in range(n):
+            item = dataset[i]
+            img, target = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)
+            labels.append(_label(target))
+            yield to_image_array(img, channels, image_size, f"{where} item {i}"), f"{where} item {i}"
+
+    x = stack_images(converted())
     y = None if any(k is None for k in labels) else np.array(labels, dtype=np.int64)
     return x, y
 

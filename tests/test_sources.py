@@ -385,6 +385,12 @@ def test_check_dataset_name_lists_the_forms(name):
         ),
         (DataConfig(dataset="mnist", image_size=(8, 8)), "image_size applies to --dataset folder and torchvision"),
         (DataConfig(dataset="folder", pixels="grey"), "unknown pixels 'grey'"),
+        (DataConfig(dataset="folder", image_size=(8,)), r"image_size must be two positive integers H W, got \(8,\)"),
+        (DataConfig(dataset="folder", image_size=(8, 0)), "image_size must be two positive integers H W"),
+        (DataConfig(dataset="folder", channels=4), "channels must be 1 .grey. or 3 .RGB., got 4"),
+        (DataConfig(dataset="array", layout="hwc"), "unknown layout 'hwc'; choose one of nhwc, nchw"),
+        (DataConfig(dataset="array", test_fraction=1.0), "test_fraction must lie strictly between 0 and 1, got 1.0"),
+        (DataConfig(dataset="array", test_fraction="0.1"), "test_fraction must be a number"),
     ],
 )
 def test_options_a_source_does_not_read(config, message):
