@@ -369,7 +369,9 @@ class ImageData:
         if test_dataset is None:
             src = split_train_test(x, y, test_fraction, name, classes)
         else:
-            xte, yte = read_dataset(test_dataset, f"{name} (test)", channels=x.shape[1], image_size=x.shape[2:])
+            xte, yte = read_dataset(test_dataset, f"{name} (test)", channels=x.shape[1], image_size=image_size)
+            if xte.shape[1:] != x.shape[1:]:
+                raise DataError(f"{name}: test images {xte.shape[1:]} differ from train images {x.shape[1:]} (C, H, W)")
             src = Source(x, y, xte, yte, classes) if (y is None) == (yte is None) else Source(x, None, xte, None)
         return cls.from_source(src, pixels=pixels, name=name)
 

@@ -460,6 +460,9 @@ def test_from_dataset_mixed_sizes_names_the_item():
     items = [torch.rand(1, 3, 3), torch.rand(1, 4, 3)]
     with pytest.raises(DataError, match="list item 1 is 4×3 but list item 0 is 3×3; images of different sizes"):
         ImageData.from_dataset(items)
+    with pytest.raises(DataError, match=r"mine: test images \(1, 4, 3\) differ from train images \(1, 3, 3\)"):
+        ImageData.from_dataset(items[:1] * 2, items[1:], name="mine")
+    assert ImageData.from_dataset(items[:1] * 2, items[1:], image_size=(3, 3)).image_shape == (1, 3, 3)
 
 
 # ----------------------------------------------------------------------------- end to end
