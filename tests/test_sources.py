@@ -492,3 +492,16 @@ def test_fit_on_tensors_without_labels(tmp_path):
     x = torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     run = fit(tiny_config(), tmp_path / "run", progress=False, data=ImageData.from_tensors(x[:16], x[16:]))
     assert len(run.metrics["epochs"]) == 1 and run.metrics["data"]["num_classes"] is None
+
+
+def test_fit_on_a_class_folder_named_in_the_config(tmp_path):
+    """fit loads config.data itself: a folder of PNGs, one subfolder per class, trains a cvae."""
+    from pyro_vae.train import fit
+
+    for k, c in enumerate(["left", "right"]):
+        write_images(tmp_path / "images" / c, 8, size=(4, 4), mode="L", seed=k)
+    cfg = tiny_config("cvae")
+    cfg.data = DataConfig(dataset="folder", data_dir=str(tmp_path / "images"))
+    run = fit(cfg, tmp_path / "run", progress=False)
+    assert run.metrics["data"]["classes"] == ["left", "right"] and run.metrics["data"]["storage"] == "uint8"
+    assert (run.metrics["data"]["train_size"], run.metrics["data"]["test_size"]) == (14, 2)  # round(0.1 · 16)
