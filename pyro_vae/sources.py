@@ -10,6 +10,7 @@ Bad input raises :class:`~pyro_vae.data.DataError`, one line naming the file (or
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Iterable, Sequence
@@ -143,6 +144,7 @@ def labels_array(y: Any, n: int, where: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Pillow images
+@functools.lru_cache(maxsize=1)
 def image_extensions() -> frozenset[str]:
     """The file extensions Pillow can open (``.png``, ``.jpg``, ``.bmp``, ``.tif``, ``.webp``, ...)."""
     from PIL import Image
