@@ -5,7 +5,8 @@ Each reader returns a :class:`Source`: train and test images as ``(N, C, H, W)``
 0..255 when the source is 8-bit or float32 in [0, 1] otherwise, with int64 labels where the source
 has class labels. :mod:`pyro_vae.data` turns a source into :class:`~pyro_vae.data.ImageData`.
 
-Bad input raises :class:`~pyro_vae.data.DataError`, one line naming the file (or dataset item).
+Bad input raises :class:`DataError` (also ``pyro_vae.data.DataError``), one line naming the file
+or the dataset item.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def cache_dir() -> str:
     return os.environ.get("PYRO_VAE_DATA", str(Path.home() / ".cache" / "pyro_vae"))
 
 
-def split_train_test(x: np.ndarray, y: np.ndarray | None, test_fraction: float, where: str, classes=None) -> Source:
+def split_train_test(
+    x: np.ndarray, y: np.ndarray | None, test_fraction: float, where: str, classes: list[str] | None = None
+) -> Source:
     """Hold out ``round(test_fraction * N)`` images (at least one), chosen by a permutation with
     :data:`SPLIT_SEED`.
 
@@ -136,10 +139,11 @@ def labels_array(y: Any, n: int, where: str) -> np.ndarray:
         y = y[:, 0]
     if y.shape != (n,):
         raise DataError(f"{where} has shape {y.shape}; expected ({n},), one class index per image")
-    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)) or (
-        n and (not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or y.min() < 0)
-    ):
-        raise DataError(f"{where} must hold class indices 0, 1, 2, ..., got dtype {y.dtype}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise DataError(f"{where} has dtype {y.dtype}; expected integer class indices 0, 1, 2, ...")
+    if n and (not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or y.min() < 0):
+        bad = y[~np.isfinite(y) | (y != np.round(y)) | (y < 0)][0].item()
+        raise DataError(f"{where} must hold class indices 0, 1, 2, ..., got {bad!r}")
     return y.astype(np.int64)
 
 
@@ -158,6 +162,8 @@ def pil_to_array(img, channels: int | None, image_size: Sequence[int] | None) ->
     from PIL import Image
 
     grey = channels == 1 or (channels is None and img.mode in GREY_MODES)
+    if img.mode.startswith("I"):  # 16-bit grey: scale by 255/65535 (Pillow's convert would clip at 255)
+        img = Image.fromarray(np.clip(np.round(np.asarray(img, dtype=np.float64) / 257), 0, 255).astype(np.uint8))
     img = img.convert("L" if grey else "RGB")
     if image_size is not None and img.size != (image_size[1], image_size[0]):
         img = img.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)

@@ -121,6 +121,14 @@ def test_bad_folders_one_line_naming_the_file(tmp_path, make, message):
     assert "\n" not in str(err.value)
 
 
+def test_16_bit_png_is_scaled_to_8_bit(tmp_path):
+    """Pillow's own conversion of 16-bit grey to 8-bit clips at 255; the loader scales by 255/65535."""
+    for i in range(4):
+        Image.fromarray(np.array([[0, 257 * 100], [257 * 200, 65535]], dtype=np.uint16)).save(tmp_path / f"{i}.png")
+    data = load_data(folder_config(tmp_path, test_fraction=0.25))
+    assert data.image_shape == (1, 2, 2) and (data.train_x * 255).round().tolist()[0] == [0, 100, 200, 255]
+
+
 def test_truncated_jpeg_names_the_file(tmp_path):
     write_images(tmp_path, 3, size=(16, 16), ext="jpg")
     path = tmp_path / "01.jpg"
@@ -210,6 +218,11 @@ def test_npz_without_x_test_is_split_with_its_labels(tmp_path):
             None,
             r"{f}: y_train has shape \(3,\); expected \(4,\), one class index per image",
         ),
+        (
+            {"x_train": np.zeros((2, 5, 5)), "x_test": np.zeros((1, 5, 5)), "y_train": [0, -1], "y_test": [0]},
+            None,
+            r"{f}: y_train must hold class indices 0, 1, 2, ..., got -1",
+        ),
         ({"x_train": np.zeros((4, 5, 5)), "x_test": np.zeros((2, 6, 6))}, None, "x_test images are"),
         ({"x_train": np.zeros((4, 3, 5, 5))}, "nwhc", "unknown layout 'nwhc'; choose one of nhwc, nchw"),
     ],
@@ -223,6 +236,7 @@ def test_npz_without_x_test_is_split_with_its_labels(tmp_path):
         "flat",
         "one-label-set",
         "label-count",
+        "negative-label",
         "test-shape",
         "bad-layout",
     ],
