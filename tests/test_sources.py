@@ -350,6 +350,19 @@ def test_torchvision_splits_and_labels(tmp_path, fake_torchvision, monkeypatch):
     assert (len(unsplit.train_x), len(unsplit.test_x)) == (6, 3) and unsplit.classes == FakeShapes.classes
 
 
+def test_torchvision_dataset_read_from_data_dir(tmp_path):
+    """torchvision's own KMNIST class reads the IDX files already in <data_dir>/KMNIST/raw: no download."""
+    from conftest import write_idx_folder
+
+    arrays = write_idx_folder(tmp_path / "KMNIST" / "raw", n_train=12, n_test=5)
+    data = load_data(DataConfig(dataset="torchvision:KMNIST", data_dir=str(tmp_path)))
+    assert data.image_shape == (1, 28, 28) and (len(data.train_x), len(data.test_x)) == (12, 5)
+    assert data.test_y.tolist() == list(arrays["t10k-labels-idx1-ubyte"]) and data.num_classes == 10
+    assert data.classes[:2] == ["o", "ki"] and data.storage == "uint8"
+    expected = torch.as_tensor(arrays["train-images-idx3-ubyte"].reshape(12, -1), dtype=torch.float32) / 255
+    torch.testing.assert_close(data.train_x, expected, rtol=0, atol=0)
+
+
 def test_torchvision_unknown_name():
     with pytest.raises(DataError, match="torchvision.datasets has no dataset 'NoSuchSet'"):
         load_data(DataConfig(dataset="torchvision:NoSuchSet"))
