@@ -474,7 +474,7 @@ def read_torchvision(
     if "download" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         kwargs = [{**kw, "download": True} for kw in kwargs]
     try:
-        sets = [cls(root, **kw) for kw in kwargs]
+        sets = [cls(root, **kw) if "root" in params else cls(**kw) for kw in kwargs]  # FakeData has no root
     except Exception as e:  # offline, proxy, checksum, missing files: all end the same way for the user
         reason = " ".join(str(e).split())[:300] or type(e).__name__
         raise DataError(

@@ -317,11 +317,18 @@ class FakeUnsplit(FakeShapes):
         super().__init__(root, train=True)
 
 
+class FakeNoRoot(FakeShapes):
+    """FakeData-style: no root, no split (it makes its images)."""
+
+    def __init__(self, transform=None):
+        super().__init__(None, train=True)
+
+
 @pytest.fixture
 def fake_torchvision(monkeypatch):
     import torchvision
 
-    for cls in (FakeShapes, FakeAlphabets, FakeFaces, FakeLetters, FakeUnsplit):
+    for cls in (FakeShapes, FakeAlphabets, FakeFaces, FakeLetters, FakeUnsplit, FakeNoRoot):
         monkeypatch.setattr(torchvision.datasets, cls.__name__, cls, raising=False)
 
 
@@ -348,6 +355,7 @@ def test_torchvision_splits_and_labels(tmp_path, fake_torchvision, monkeypatch):
         load_data(DataConfig(dataset="torchvision:FakeLetters"))
     unsplit = load_data(DataConfig(dataset="torchvision:FakeUnsplit", test_fraction=1 / 3))
     assert (len(unsplit.train_x), len(unsplit.test_x)) == (6, 3) and unsplit.classes == FakeShapes.classes
+    assert len(load_data(DataConfig(dataset="torchvision:FakeNoRoot")).train_x) == 8
 
 
 def test_torchvision_dataset_read_from_data_dir(tmp_path):
