@@ -303,7 +303,7 @@ class ImageData:
         if pixels not in PIXELS:
             raise ValueError(f"unknown pixels {pixels!r}; choose one of {', '.join(PIXELS)}")
         tr, shape = _flat_pixels(train_x, image_shape, "train_x")
-        te, test_shape = _flat_pixels(test_x, shape, "test_x")
+        te, _ = _flat_pixels(test_x, shape, "test_x")
         if (train_y is None) != (test_y is None):
             raise ValueError("train_y and test_y go together: give labels for both sets or for neither")
         ytr, yte = _labels_tensor(train_y, "train_y"), _labels_tensor(test_y, "test_y")
