@@ -43,7 +43,10 @@ def _add_option(p: argparse.ArgumentParser, opt: Option, help_default: str | Non
     if opt.type is tuple and opt.item is str or opt.name == "seeds":
         kw["type"] = lambda text, cast=opt.item: _csv(text, cast)
     elif opt.type is tuple:
-        kw.update(type=opt.item, nargs="+")
+        n = opt.meta.get("length")
+        kw.update(type=opt.item, nargs=n or "+")
+        if n == 2 and opt.name == "image_size":
+            kw["metavar"] = ("H", "W")
     else:
         kw["type"] = opt.type
         choices = opt.choices()
@@ -184,7 +187,8 @@ def _read_evaluations(path: Path) -> dict:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pyro
 
-    from .data import check_images, check_labels, load_dataset
+    from .config import DataConfig
+    from .data import check_labels, load_data
     from .io import atomic_write_text
     from .train import final_metrics, load_run
 
@@ -200,15 +204,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         name = args.dataset or cfg.dataset
         data_dir = args.data_dir if (args.data_dir or args.dataset) else cfg.data_dir
         pixels = args.pixels or cfg.pixels
-        data = load_dataset(name, data_dir, pixels, next(run.vae.parameters()).device)
+        data_cfg = DataConfig(**{**vars(cfg), "dataset": name, "data_dir": data_dir, "pixels": pixels, "labels": None})
+        data = load_data(data_cfg, next(run.vae.parameters()).device)
         if data.image_shape != run.image_shape:
             raise ValueError(
                 f"test images have shape {data.image_shape} but the run was trained on {tuple(run.image_shape)}; "
                 "evaluate on a dataset with the same image shape"
             )
-        check_images(data.test_x, name="test images", unit_interval=run.vae.lik.unit_interval)
+        data.check(unit_interval=run.vae.lik.unit_interval)
         if run.vae.conditional:
-            check_labels(data.test_y, run.vae.num_classes, n=len(data.test_x), name="test labels")
+            data.require_labels(run.config.model.model)
+            check_labels(data.test_y, run.vae.num_classes, n=len(data.test_images), name="test labels")
         pyro.set_rng_seed(args.seed)
         result = final_metrics(run.vae, data.test_x, args.num_samples, data.test_y)
         result.update(dataset=name, data_dir=data_dir, pixels=pixels, test_size=len(data.test_x))

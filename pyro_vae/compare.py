@@ -25,7 +25,7 @@ import torch
 
 from . import plots
 from .config import ConfigError, RunConfig, _registry, check_options, option
-from .data import load_dataset
+from .data import load_data
 from .diagnostics import active_units, gradient_snr
 from .elbos import ELBOS, IncompatiblePair, build_elbo
 from .io import atomic_write_text
@@ -163,14 +163,15 @@ def run_cell(cfg: CompareConfig, guide: str, elbo: str, particles: int, seed: in
         vae, final = run.vae, run.metrics["final"]
         n_active, _ = active_units(vae.posterior, run.data.test_x)
         gen = torch.Generator().manual_seed(seed)
-        rows = torch.randperm(len(run.data.train_x), generator=gen)[: cfg.snr_batch_size].to(run.data.train_x.device)
+        images = run.data.train_images
+        rows = torch.randperm(len(images), generator=gen)[: cfg.snr_batch_size].to(images.device)
         pyro.set_rng_seed(seed)
         snr = gradient_snr(
             build_elbo(elbo, particles, config.train.alpha),
             vae.model,
             vae.guide,
             {"encoder": vae.encoder.parameters(), "decoder": vae.decoder.parameters()},
-            run.data.train_x[rows],
+            images[rows],
             num_estimates=cfg.snr_estimates,
         )
         epochs = run.metrics["epochs"]
@@ -248,8 +249,7 @@ def compare(
                 log(f"{cell_dir.name}: kept from an earlier run")
             else:
                 if data is None:
-                    d = cfg.base.data
-                    data = load_dataset(d.dataset, d.data_dir, d.pixels, resolve_device(cfg.base.train.device))
+                    data = load_data(cfg.base.data, resolve_device(cfg.base.train.device))
                 result = run_cell(cfg, guide, elbo, particles, seed, cell_dir, data, progress)
                 log(_one_line(cell_dir.name, result))
             results.append(result)

@@ -53,6 +53,18 @@ def _registry(module: str, name: str) -> Callable[[], list[str]]:
     return names
 
 
+def _check(module: str, name: str) -> Callable[[str], None]:
+    """A value check by a function of a module, imported when first needed (it may import torch)."""
+
+    def check(value) -> None:
+        import importlib
+
+        getattr(importlib.import_module(f"pyro_vae.{module}"), name)(value)
+
+    check.is_check = True
+    return check
+
+
 def option(
     default,
     help: str,
@@ -60,32 +72,55 @@ def option(
     flag: str | None = None,
     minimum: float | None = None,
     positive: bool = False,
-    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
-    metavar: str | None = None,
+    choices: Sequence | Callable[[], Sequence[str]] | None = None,
+    metavar: str | tuple[str, ...] | None = None,
+    length: int | None = None,
 ):
     """A config field: its default, its one-line help, and the checks :func:`check_field` runs.
 
     :param flag: the command-line flag (default ``--`` + the field name with dashes).
     :param minimum: the smallest value allowed (inclusive).
     :param bool positive: the value must be > 0.
-    :param choices: the names allowed, or a function returning them (a registry's keys).
+    :param choices: the values allowed, a function returning them (a registry's keys), or a check
+        made by :func:`_check` that raises ``ValueError`` for a bad value.
+    :param length: the number of items of a tuple field (default: one or more).
     """
     meta = {"help": help, "flag": flag, "minimum": minimum, "positive": positive, "choices": choices}
-    meta["metavar"] = metavar
+    meta.update(metavar=metavar, length=length)
     return field(default=default, metadata=meta)
 
 
 @dataclass
 class DataConfig:
-    dataset: str = option("mnist-5k", "dataset name", choices=_registry("data", "DATASETS"))
+    dataset: str = option(
+        "mnist-5k",
+        "dataset: a built-in name, folder (an image folder), array (an .npz/.npy file) or torchvision:NAME[:SUBSET]",
+        choices=_check("data", "check_dataset_name"),
+    )
     data_dir: str | None = option(
         None,
-        "folder with the four MNIST-format IDX files (.gz or not), or a torchvision root; for svhn, the folder "
-        "with train_32x32.mat and test_32x32.mat",
+        "the data: a folder of the four MNIST-format IDX files (.gz or not) or a torchvision root; for svhn, the "
+        "folder with train_32x32.mat and test_32x32.mat; for folder, the image folder; for array, the .npz/.npy file",
     )
     pixels: str = option("continuous", "pixel treatment", choices=("continuous", "dynamic", "static"))
     labels: int | None = option(
         None, "--model ssvae: keep N training labels, balanced per class (default all)", positive=True
+    )
+    image_size: tuple[int, ...] | None = option(
+        None, "folder, torchvision:NAME: resize every image to H W (default: as read)", positive=True, length=2
+    )
+    channels: int | None = option(
+        None, "folder, torchvision:NAME: 1 (grey) or 3 (RGB) (default: grey unless an image has colour)", choices=(1, 3)
+    )
+    test_fraction: float = option(
+        0.1,
+        "folder, array, torchvision:NAME without a test split: the share held out for testing (seeded)",
+        positive=True,
+    )  # and below 1: checked by pyro_vae.data.check_data_config
+    layout: str | None = option(
+        None,
+        "array: nhwc or nchw when the shape leaves it ambiguous (default: from the shape)",
+        choices=("nhwc", "nchw"),
     )
 
 
@@ -147,9 +182,12 @@ class Option:
     def flag(self) -> str:
         return self.meta.get("flag") or "--" + self.name.replace("_", "-")
 
-    def choices(self) -> list[str] | None:
+    def choices(self) -> list | None:
+        """The values allowed, or None for a field checked by a function (or not at all)."""
         c = self.meta.get("choices")
-        return list(c() if callable(c) else c) if c is not None else None
+        if c is None or getattr(c, "is_check", False):
+            return None
+        return list(c() if callable(c) else c)
 
 
 def options_of(cls: type) -> list[Option]:
@@ -191,13 +229,20 @@ def check_field(opt: Option, value):
     if opt.type is str:
         if not isinstance(value, str):
             raise bad("must be a string")
-        choices = opt.choices()
-        if choices is not None and value not in choices:
-            raise ConfigError(opt.name, f"must be one of {', '.join(choices)}, got {value!r}", opt.flag)
+        check = m.get("choices")
+        if getattr(check, "is_check", False):
+            try:
+                check(value)
+            except ValueError as e:  # "unknown NAME 'x'; choose one of a, b" ↦ "must be one of a, b, got 'x'"
+                allowed = str(e).partition("; choose one of ")[2]
+                raise ConfigError(opt.name, f"must be one of {allowed}, got {value!r}" if allowed else str(e), opt.flag)
+        _check_choice(opt, value)
         return value
     if opt.type is tuple:
-        if not isinstance(value, list | tuple) or not value:
-            raise bad(f"must be a list of one or more {'integers' if opt.item is int else 'names'}")
+        n = m.get("length")
+        if not isinstance(value, list | tuple) or not value or (n is not None and len(value) != n):
+            count = f"{n}" if n is not None else "one or more"
+            raise bad(f"must be a list of {count} {'integers' if opt.item is int else 'names'}")
         return tuple(check_field(dataclasses.replace(opt, type=opt.item, optional=False), v) for v in value)
     if opt.type is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -208,12 +253,19 @@ def check_field(opt: Option, value):
         if not math.isfinite(value):
             raise bad("must be a finite number")
         value = float(value)
+    _check_choice(opt, value)
     kind = "an integer" if opt.type is int else "a number"
     if m.get("positive") and not value > 0:
         raise bad(f"must be {'a positive integer' if opt.type is int else 'a positive number'}")
     if m.get("minimum") is not None and value < m["minimum"]:
         raise bad(f"must be {kind} ≥ {m['minimum']:g}")
     return value
+
+
+def _check_choice(opt: Option, value) -> None:
+    choices = opt.choices()
+    if choices is not None and value not in choices:
+        raise ConfigError(opt.name, f"must be one of {', '.join(map(str, choices))}, got {value!r}", opt.flag)
 
 
 def check_options(obj) -> None:

@@ -1,8 +1,15 @@
 """Datasets by name, held as one tensor each on the training device.
 
-Images are flattened to ``(N, C*H*W)`` float32 tensors (C, H, W order) with their ``image_shape``
-alongside, so every model and guide site is a vector with ``.to_event(1)``. Labels are ``(N,)``
-int64 class indices in 0..num_classes−1.
+:func:`load_data` is the one entry point: a name in :data:`DATASETS`, or one of the user's own
+sources in :data:`SOURCES` (an image folder, a NumPy file, ``torchvision:NAME``; read by
+:mod:`pyro_vae.sources`). :meth:`ImageData.from_tensors` and :meth:`ImageData.from_dataset` take
+images already in Python.
+
+Images are flattened to ``(N, C*H*W)`` (C, H, W order) with their ``image_shape`` alongside, so
+every model and guide site is a vector with ``.to_event(1)``. Images whose source is 8-bit are
+stored as uint8 and read as float32 ``value / 255`` per batch (:class:`ByteImages`); others are
+stored as float32. Labels are ``(N,)`` int64 class indices in 0..num_classes−1, or None when the
+source has none.
 
 ``pixels`` chooses how grey levels are used:
 
@@ -13,17 +20,35 @@ int64 class indices in 0..num_classes−1.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
+import math
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .config import DataConfig
+from .sources import (
+    CHANNELS,
+    LAYOUTS,
+    TORCHVISION_PREFIX,
+    DataError,
+    Source,
+    class_names,
+    labels_array,
+    read_array,
+    read_dataset,
+    read_folder,
+    read_torchvision,
+    split_train_test,
+)
 
 PIXELS = ("continuous", "dynamic", "static")
 BINARIZE_SEED = 0  # the fixed seed of static binarization (and of the dynamic test set)
@@ -39,8 +64,91 @@ IDX_FILES = (
 )
 
 
-class DataError(ValueError):
-    """A dataset that cannot be found, downloaded or read; the message says what to provide."""
+def _labels_tensor(y: Tensor | np.ndarray | Sequence[int] | None, name: str) -> Tensor | None:
+    """Integer labels as int64 (others are left for :func:`check_labels` to name)."""
+    if y is None:
+        return None
+    if isinstance(y, Tensor):
+        return y.detach().to(torch.int64) if not (y.dtype.is_floating_point or y.dtype == torch.bool) else y
+    return torch.as_tensor(labels_array(y, len(y), name))
+
+
+def _flat_pixels(x: Tensor | np.ndarray, image_shape: Sequence[int] | None, name: str) -> tuple[Tensor, tuple]:
+    """Images ``(N, D)`` (with ``image_shape``), ``(N, H, W)`` or ``(N, C, H, W)`` as ``(N, D)``
+    and their ``(C, H, W)``: uint8 (8-bit, read as value / 255) stays uint8, floats become float32."""
+    x = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a tensor or a NumPy array, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    shape = tuple(int(s) for s in image_shape) if image_shape is not None else tuple(x.shape[1:])
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if x.ndim not in (2, 4) or len(shape) != 3 or (x.ndim == 2 and image_shape is None):
+        raise ValueError(
+            f"{name} must be (N, C, H, W), (N, H, W), or (N, D) with image_shape=(C, H, W), got shape {tuple(x.shape)}"
+        )
+    if math.prod(shape) != math.prod(x.shape[1:]):
+        raise ValueError(
+            f"{name} has {math.prod(x.shape[1:])} pixels per image but image_shape {shape} needs {math.prod(shape)}"
+        )
+    x = x.reshape(len(x), -1)
+    if x.dtype == torch.uint8:
+        return x, shape
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be uint8 (0..255) or floating point ([0, 1]), got {x.dtype}")
+    return x.to(torch.float32), shape
+
+
+BINARIZE_CHUNK = 1 << 22  # pixels binarized at once from 8-bit storage (16 MiB of float32 probabilities)
+
+
+class ByteImages:
+    """``(N, D)`` 8-bit images that index like a float tensor: ``images[idx]`` is ``bytes[idx] / 255``,
+    float32 in [0, 1], for any index a tensor takes (slices, index tensors).
+
+    So :func:`batches` and :func:`~pyro_vae.ssvae.semi_supervised_batches` hand out float batches
+    while the whole set stays uint8 on the device: 4× less memory than float32.
+    """
+
+    def __init__(self, data: Tensor):
+        self.data = data  # (N, D) uint8
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx) -> Tensor:
+        return self.data[idx].to(torch.float32).div_(255.0)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def float(self) -> Tensor:
+        """All the images as one ``(N, D)`` float32 tensor (4× the memory)."""
+        return self[:]
+
+
+def _binarize_bytes(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Bernoulli draws with probabilities ``x / 255`` from 8-bit ``(N, D)`` images, as uint8 0 or 255.
+
+    Chunks of :data:`BINARIZE_CHUNK` pixels: on the CPU, the draws equal one ``torch.bernoulli`` of
+    the whole float tensor with the same generator (its CPU kernel draws in order).
+    """
+    out = torch.empty_like(x)
+    rows = max(1, BINARIZE_CHUNK // max(1, x.shape[1]))
+    for i in range(0, len(x), rows):
+        p = x[i : i + rows].to(torch.float32).div_(255.0)
+        out[i : i + rows] = torch.bernoulli(p, generator=generator).to(torch.uint8).mul_(255)
+    return out
 
 
 class ImageError(ValueError):
@@ -56,57 +164,235 @@ class ImageError(ValueError):
 
 @dataclass
 class ImageData:
-    """Train and test images as flat float tensors, with labels.
+    """Train and test images, flat, with labels when the source has them.
 
-    :ivar Tensor train_x: ``(N_train, D)`` pixels in [0, 1], after the ``pixels`` treatment
-        (for ``dynamic`` these are the grey levels, binarized by :meth:`epoch_train_x`).
-    :ivar Tensor train_y: ``(N_train,)`` int64 class labels.
-    :ivar Tensor test_x: ``(N_test, D)``.
-    :ivar Tensor test_y: ``(N_test,)``.
+    Build one with :func:`load_data`, :meth:`from_tensors` or :meth:`from_dataset`. Images whose
+    source is 8-bit are stored as uint8 (read as value / 255), others as float32; either way
+    :attr:`train_x` and :attr:`test_x` are float32 in [0, 1], and :meth:`epoch_train_x` indexes
+    into float batches.
+
+    :ivar Tensor train_store: ``(N_train, D)`` stored pixels, uint8 or float32, after the
+        ``pixels`` treatment (for ``dynamic`` the grey levels, binarized by :meth:`epoch_train_x`).
+    :ivar train_y: ``(N_train,)`` int64 class labels, or None when the images have none.
+    :ivar Tensor test_store: ``(N_test, D)``, stored as ``train_store``.
+    :ivar test_y: ``(N_test,)``, or None.
     :ivar tuple image_shape: ``(C, H, W)`` with ``C*H*W == D``.
-    :ivar int num_classes: labels lie in ``0..num_classes-1``.
+    :ivar num_classes: labels lie in ``0..num_classes-1``; None without labels.
+    :ivar classes: the class names, ``classes[k]`` for label ``k``, when the source names them
+        (the subfolders of an image folder, a torchvision dataset's ``classes``).
+    :ivar source: where the images were read from (a folder, a file), for messages.
     """
 
     name: str
-    train_x: Tensor
-    train_y: Tensor
-    test_x: Tensor
-    test_y: Tensor
+    train_store: Tensor
+    train_y: Tensor | None
+    test_store: Tensor
+    test_y: Tensor | None
     image_shape: tuple[int, int, int]
     pixels: str
-    num_classes: int = 10
+    num_classes: int | None = 10
+    classes: list[str] | None = None
+    source: str | None = None
+
+    @property
+    def train_images(self) -> Tensor | ByteImages:
+        """The training images, indexable into float32 rows: ``train_images[idx]``, ``len(...)``,
+        ``.device``, without converting the whole set."""
+        return ByteImages(self.train_store) if self.train_store.dtype == torch.uint8 else self.train_store
+
+    @property
+    def test_images(self) -> Tensor | ByteImages:
+        """The test images, as :attr:`train_images`."""
+        return ByteImages(self.test_store) if self.test_store.dtype == torch.uint8 else self.test_store
+
+    @property
+    def train_x(self) -> Tensor:
+        """``(N_train, D)`` float32 in [0, 1]; a new tensor on every access when stored as uint8."""
+        return self.train_images[:]
+
+    @property
+    def test_x(self) -> Tensor:
+        """``(N_test, D)`` float32; a new tensor on every access when stored as uint8."""
+        return self.test_images[:]
+
+    @property
+    def storage(self) -> str:
+        """``"uint8"`` (8-bit images) or ``"float32"``."""
+        return "uint8" if self.train_store.dtype == torch.uint8 else "float32"
 
     @property
     def x_dim(self) -> int:
-        return self.train_x.shape[1]
+        return self.train_store.shape[1]
+
+    def check(self, unit_interval: bool = True) -> None:
+        """:func:`check_images` on both sets; 8-bit images always pass, unconverted.
+
+        :raises ValueError: naming the set and the problem.
+        """
+        for store, name in ((self.train_store, "training images"), (self.test_store, "test images")):
+            if store.dtype != torch.uint8:
+                check_images(store, name=name, unit_interval=unit_interval)
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether every train and test image has a class label (conditional models need them)."""
+        return self.train_y is not None and self.test_y is not None
+
+    def require_labels(self, model: str) -> None:
+        """Fail up front, in one line, when a conditional ``model`` meets images without labels.
+
+        :raises DataError: naming the model and the source.
+        """
+        if not self.has_labels:
+            raise DataError(
+                f"--model {model} needs class labels; {self.source or self.name} has none "
+                "(give a folder one subfolder per class, or an .npz y_train and y_test)"
+            )
 
     def to(self, device: torch.device | str) -> ImageData:
-        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
-        return ImageData(
-            self.name, image_shape=self.image_shape, pixels=self.pixels, num_classes=self.num_classes, **moved
-        )
+        moved = {
+            k: None if getattr(self, k) is None else getattr(self, k).to(device)
+            for k in ("train_store", "train_y", "test_store", "test_y")
+        }
+        return dataclasses.replace(self, **moved)
 
-    def epoch_train_x(self) -> Tensor:
-        """The training pixels for one epoch: binarized afresh when ``pixels == "dynamic"``."""
+    def epoch_train_x(self) -> Tensor | ByteImages:
+        """The training images for one epoch, binarized afresh when ``pixels == "dynamic"``.
+
+        :returns: ``(N_train, D)``: a float32 tensor, or for 8-bit storage :class:`ByteImages`,
+            which index into float32 batches (as :func:`batches` takes them).
+        """
         if self.pixels == "dynamic":
-            return torch.bernoulli(self.train_x)
-        return self.train_x
+            if self.train_store.dtype == torch.uint8:
+                return ByteImages(_binarize_bytes(self.train_store))
+            return torch.bernoulli(self.train_store)
+        return self.train_images
 
     def describe(self) -> dict:
-        return {
+        out = {
             "dataset": self.name,
             "pixels": self.pixels,
-            "train_size": len(self.train_x),
-            "test_size": len(self.test_x),
+            "train_size": len(self.train_store),
+            "test_size": len(self.test_store),
             "image_shape": list(self.image_shape),
             "num_classes": self.num_classes,
+            "storage": self.storage,
         }
+        if self.classes is not None:
+            out["classes"] = list(self.classes)
+        if self.source is not None:
+            out["source"] = self.source
+        return out
+
+    @classmethod
+    def from_tensors(
+        cls,
+        train_x: Tensor | np.ndarray,
+        test_x: Tensor | np.ndarray,
+        train_y: Tensor | np.ndarray | None = None,
+        test_y: Tensor | np.ndarray | None = None,
+        *,
+        image_shape: Sequence[int] | None = None,
+        pixels: str = "continuous",
+        num_classes: int | None = None,
+        classes: Sequence[str] | None = None,
+        name: str = "tensors",
+        source: str | None = None,
+    ) -> ImageData:
+        """Images already in memory, e.g. ``fit(config, data=ImageData.from_tensors(x, x_test))``.
+
+        :param train_x: ``(N, C, H, W)`` or ``(N, H, W)`` images, or ``(N, D)`` with ``image_shape``;
+            uint8 in 0..255 (kept as uint8, read as value / 255) or floats (in [0, 1] for
+            Bernoulli-type likelihoods and binarized ``pixels``).
+        :param test_x: the same, ``(N_test, ...)``.
+        :param train_y: ``(N,)`` integer class labels, with ``test_y``; both None for no labels.
+        :param image_shape: ``(C, H, W)`` (or ``(H, W)``); needed for flat images.
+        :param str pixels: one of :data:`PIXELS`, applied here as :func:`load_dataset` does.
+        :param num_classes: default ``len(classes)``, else the largest label + 1.
+        :param classes: class names, ``classes[k]`` for label ``k``.
+        :raises ValueError: naming the argument, what was received and what is expected.
+        """
+        if pixels not in PIXELS:
+            raise ValueError(f"unknown pixels {pixels!r}; choose one of {', '.join(PIXELS)}")
+        tr, shape = _flat_pixels(train_x, image_shape, "train_x")
+        te, _ = _flat_pixels(test_x, shape, "test_x")
+        if (train_y is None) != (test_y is None):
+            raise ValueError("train_y and test_y go together: give labels for both sets or for neither")
+        ytr, yte = _labels_tensor(train_y, "train_y"), _labels_tensor(test_y, "test_y")
+        if ytr is not None:
+            if num_classes is None:
+                num_classes = len(classes) if classes is not None else int(max(ytr.max(), yte.max(), 0)) + 1
+            check_labels(ytr, num_classes, n=len(tr), name="train_y")
+            check_labels(yte, num_classes, n=len(te), name="test_y")
+        else:
+            num_classes, classes = None, None
+        if pixels in ("static", "dynamic"):
+            for x, where in ((tr, "train_x"), (te, "test_x")):
+                if x.dtype != torch.uint8:
+                    check_images(x, name=where)
+        if te.dtype != tr.dtype:  # one 8-bit set and one float set: both float
+            tr, te = (x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x for x in (tr, te))
+        if pixels == "static":
+            tr = _binarize(tr, BINARIZE_SEED)
+        if pixels in ("static", "dynamic"):
+            te = _binarize(te, BINARIZE_SEED + 1)
+        classes = list(classes) if classes is not None else None
+        return cls(name, tr, ytr, te, yte, shape, pixels, num_classes, classes, source)
+
+    @classmethod
+    def from_source(cls, src: Source, **kwargs) -> ImageData:
+        """A :class:`~pyro_vae.sources.Source` as read by :mod:`pyro_vae.sources`; ``kwargs`` go to
+        :meth:`from_tensors` (``pixels``, ``name``, ``source``)."""
+        return cls.from_tensors(
+            torch.from_numpy(np.ascontiguousarray(src.train_x)),
+            torch.from_numpy(np.ascontiguousarray(src.test_x)),
+            src.train_y,
+            src.test_y,
+            classes=src.classes,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: torch.utils.data.Dataset,
+        test_dataset: torch.utils.data.Dataset | None = None,
+        *,
+        test_fraction: float = 0.1,
+        image_size: Sequence[int] | None = None,
+        channels: int | None = None,
+        pixels: str = "continuous",
+        name: str | None = None,
+    ) -> ImageData:
+        """Every item of a map-style dataset (a torchvision dataset, an ``ImageFolder``, your own).
+
+        Items are ``(image, target)`` or images alone; images are Pillow images or ``(C, H, W)``
+        tensors; targets that are all class indices become labels.
+
+        :param test_dataset: the test set; without one, ``test_fraction`` of ``dataset`` is held
+            out by a seeded permutation.
+        :param image_size: ``(H, W)`` to resize to; needed when the images differ in size.
+        :param channels: 1 (grey) or 3 (RGB); None: as the images are.
+        :raises DataError: naming the item at fault.
+        """
+        name = name or type(dataset).__name__
+        x, y = read_dataset(dataset, name, channels=channels, image_size=image_size)
+        classes = class_names(dataset) if y is not None else None
+        if test_dataset is None:
+            src = split_train_test(x, y, test_fraction, name, classes)
+        else:
+            xte, yte = read_dataset(test_dataset, f"{name} (test)", channels=x.shape[1], image_size=image_size)
+            if xte.shape[1:] != x.shape[1:]:
+                raise DataError(f"{name}: test images {xte.shape[1:]} differ from train images {x.shape[1:]} (C, H, W)")
+            src = Source(x, y, xte, yte, classes) if (y is None) == (yte is None) else Source(x, None, xte, None)
+        return cls.from_source(src, pixels=pixels, name=name)
 
 
-def batches(x: Tensor, batch_size: int, *others: Tensor) -> Iterator[tuple[Tensor, ...]]:
+def batches(x: Tensor | ByteImages, batch_size: int, *others: Tensor) -> Iterator[tuple[Tensor, ...]]:
     """Shuffle by one ``randperm`` on ``x``'s device and yield index-selected batches.
 
-    :param Tensor x: ``(N, D)``; ``others`` are indexed alike (labels, ...).
+    :param x: ``(N, D)``, a tensor or :class:`ByteImages` (whose batches come out float32);
+        ``others`` are indexed alike (labels, ...).
     :returns: tuples ``(x[idx], *[o[idx] for o in others])``, each ``(≤batch_size, ...)``.
     """
     for idx in torch.randperm(len(x), device=x.device).split(batch_size):
@@ -338,8 +624,105 @@ def load_idx_folder(folder: str | Path, subdirs: tuple[str, ...] = ()) -> Raw | 
 
 
 def _binarize(x: Tensor, seed: int) -> Tensor:
+    """Bernoulli draws with a fixed seed (on the CPU, whatever ``x``'s device), uint8 0/255 for
+    8-bit ``x`` and float 0/1 otherwise; the same draws either way."""
     g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(x, generator=g)
+    cpu = x.cpu()
+    out = _binarize_bytes(cpu, g) if cpu.dtype == torch.uint8 else torch.bernoulli(cpu, generator=g)
+    return out.to(x.device)
+
+
+# ----------------------------------------------------------------------------- one entry point
+SOURCES: dict[str, Callable[[DataConfig], Source]] = {
+    "folder": lambda d: read_folder(
+        d.data_dir, image_size=d.image_size, channels=d.channels, test_fraction=d.test_fraction
+    ),
+    "array": lambda d: read_array(d.data_dir, layout=d.layout, test_fraction=d.test_fraction),
+    TORCHVISION_PREFIX: lambda d: read_torchvision(
+        d.dataset, d.data_dir, image_size=d.image_size, channels=d.channels, test_fraction=d.test_fraction
+    ),
+}  # a key ending in ":" is a prefix: torchvision:NAME
+SOURCE_OPTIONS = {  # the DataConfig fields (default None) each source reads
+    "folder": ("image_size", "channels"),
+    "array": ("layout",),
+    TORCHVISION_PREFIX: ("image_size", "channels"),
+}
+DATASET_FORMS = (
+    *DATASETS,
+    "folder (--data-dir DIR)",
+    "array (--data-dir FILE.npz|.npy)",
+    "torchvision:NAME (e.g. torchvision:CIFAR10)",
+)
+
+
+def check_dataset_name(name: str) -> str:
+    """The key of ``name`` in :data:`DATASETS` or :data:`SOURCES` (``"torchvision:"`` for every
+    ``torchvision:NAME``).
+
+    :raises ValueError: one line listing the valid forms.
+    """
+    if isinstance(name, str):
+        if name in DATASETS or (name in SOURCES and not name.endswith(":")):
+            return name
+        prefix = next((p for p in SOURCES if p.endswith(":") and name.startswith(p)), None)
+        if prefix is not None and len(name) > len(prefix):
+            return prefix
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_FORMS)}")
+
+
+def check_data_config(data: DataConfig) -> str:
+    """Check a :class:`~pyro_vae.config.DataConfig` before anything is read (e.g. in ``fit``, so a
+    bad option fails before a run folder is made).
+
+    :returns: the dataset's key (see :func:`check_dataset_name`).
+    :raises ValueError: one line naming the field, the value received and what is expected.
+    """
+    kind = check_dataset_name(data.dataset)
+    if data.pixels not in PIXELS:
+        raise ValueError(f"unknown pixels {data.pixels!r}; choose one of {', '.join(PIXELS)}")
+    for option in ("image_size", "channels", "layout"):
+        if getattr(data, option) is not None and option not in SOURCE_OPTIONS.get(kind, ()):
+            readers = " and ".join(
+                k.rstrip(":") if not k.endswith(":") else k + "NAME" for k, v in SOURCE_OPTIONS.items() if option in v
+            )
+            raise ValueError(f"{option} applies to --dataset {readers}, not {data.dataset}")
+    size = data.image_size
+    if size is not None and (
+        isinstance(size, (str, bytes))
+        or len(size) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size)
+    ):
+        raise ValueError(f"image_size must be two positive integers H W, got {size!r}")
+    if data.channels not in (None, *CHANNELS):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {data.channels!r}")
+    if data.layout not in (None, *LAYOUTS):
+        raise ValueError(f"unknown layout {data.layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if isinstance(data.test_fraction, bool) or not isinstance(data.test_fraction, (int, float)):
+        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {data.test_fraction!r}")
+    if not 0 < data.test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {data.test_fraction!r}")
+    return kind
+
+
+def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData:
+    """The images ``data`` names, as whole tensors on ``device``: the one loader ``fit`` calls.
+
+    - a name in :data:`DATASETS` (``mnist-5k``, ``mnist``, ``fashion-mnist``, ``svhn``): see
+      :func:`load_dataset`;
+    - ``folder``: the image folder ``data.data_dir`` (:func:`pyro_vae.sources.read_folder`);
+    - ``array``: the ``.npz`` or ``.npy`` file ``data.data_dir`` (:func:`pyro_vae.sources.read_array`);
+    - ``torchvision:NAME``: ``torchvision.datasets.NAME`` (:func:`pyro_vae.sources.read_torchvision`).
+
+    :raises ValueError: for a bad option (see :func:`check_data_config`).
+    :raises DataError: naming the file or folder at fault.
+    """
+    kind = check_data_config(data)
+    if kind in DATASETS:
+        return load_dataset(data.dataset, data.data_dir, data.pixels, device)
+    if data.image_size is not None:
+        data = dataclasses.replace(data, image_size=tuple(data.image_size))  # a list when read from JSON
+    src = SOURCES[kind](data)
+    return ImageData.from_source(src, pixels=data.pixels, name=data.dataset, source=data.data_dir).to(device)
 
 
 def load_dataset(
@@ -357,13 +740,16 @@ def load_dataset(
     otherwise ``mnist`` and ``fashion-mnist`` download into ``data_dir`` or a cache folder
     (``$PYRO_VAE_DATA``, default ``~/.cache/pyro_vae``).
 
-    :param str name: one of :data:`DATASETS`.
+    Other names (``folder``, ``array``, ``torchvision:NAME``) are read by :func:`load_data` with
+    its default options.
+
+    :param str name: one of :data:`DATASETS`, or a name :func:`check_dataset_name` accepts.
     :param str pixels: one of :data:`PIXELS`.
     :raises ValueError: for an unknown name or pixel mode, listing the valid ones.
     :raises DataError: when the files cannot be found, downloaded or read.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if check_dataset_name(name) not in DATASETS:
+        return load_data(DataConfig(dataset=name, data_dir=data_dir, pixels=pixels), device)
     if pixels not in PIXELS:
         raise ValueError(f"unknown pixels {pixels!r}; choose one of {', '.join(PIXELS)}")
     loader = DATASETS[name]
@@ -381,25 +767,21 @@ def load_dataset(
     if raw is None:
         raw = loader(data_dir)
     xtr, ytr, xte, yte = raw
-    image_shape = (1, *xtr.shape[1:]) if xtr.ndim == 3 else tuple(xtr.shape[1:])
-
-    def flat(x: np.ndarray) -> Tensor:
-        return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32).reshape(len(x), -1) / 255.0
-
-    train_x, test_x = flat(xtr), flat(xte)
     if xte.shape[1:] != xtr.shape[1:]:
         raise DataError(f"train images {xtr.shape[1:]} and test images {xte.shape[1:]} differ in shape")
-    if pixels == "static":
-        train_x = _binarize(train_x, BINARIZE_SEED)
-    if pixels in ("static", "dynamic"):
-        test_x = _binarize(test_x, BINARIZE_SEED + 1)
-    data = ImageData(
-        name=name,
-        train_x=train_x,
-        train_y=torch.tensor(ytr, dtype=torch.int64),  # a copy: the raw arrays may be cached
-        test_x=test_x,
-        test_y=torch.tensor(yte, dtype=torch.int64),
+
+    def images(x: np.ndarray) -> Tensor:  # a copy: the raw arrays may be cached
+        return torch.tensor(np.ascontiguousarray(x).reshape(len(x), -1), dtype=torch.uint8)
+
+    image_shape = (1, *xtr.shape[1:]) if xtr.ndim == 3 else tuple(xtr.shape[1:])
+    data = ImageData.from_tensors(
+        images(xtr),
+        images(xte),
+        torch.tensor(ytr, dtype=torch.int64),
+        torch.tensor(yte, dtype=torch.int64),
         image_shape=image_shape,
         pixels=pixels,
+        num_classes=10,
+        name=name,
     )
     return data.to(device)

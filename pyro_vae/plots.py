@@ -212,6 +212,7 @@ def save_run_plots(run) -> None:
         style_transfer(vae, data.test_x[:8], data.test_y[:8], data.image_shape, path=d / "style_transfer.png")
     else:
         samples(vae, data.image_shape, path=d / "samples.png")
-    latent_scatter(vae, data.test_x, data.test_y, path=d / "latent.png", prior=hasattr(vae, "prior_moments"))
+    if data.test_y is not None:  # coloured by class: only for labelled images
+        latent_scatter(vae, data.test_x, data.test_y, path=d / "latent.png", prior=hasattr(vae, "prior_moments"))
     if vae.z_dim == 2 and not vae.conditional:
         latent_manifold(vae, data.image_shape, path=d / "manifold.png")

@@ -34,7 +34,7 @@ from . import plots
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
 from .cvae import CVAE, generative_classify
-from .data import DataError, ImageData, batches, check_images, check_labels, labelled_subset, load_dataset
+from .data import DataError, ImageData, batches, check_data_config, check_labels, labelled_subset, load_data
 from .elbos import MAX_PLATE_NESTING, build_elbo, check_pair
 from .evaluate import elbo_terms, importance_log_px, summarize
 from .io import atomic_write_text
@@ -144,7 +144,7 @@ def _labelled(run: Run) -> Tensor:
     if run.labelled is None:
         data = run.data
         n = run.config.data.labels if run.config.data.labels is not None else len(data.train_y)
-        run.labelled = labelled_subset(data.train_y, n, data.num_classes).to(data.train_x.device)
+        run.labelled = labelled_subset(data.train_y, n, data.num_classes).to(data.train_images.device)
     return run.labelled
 
 
@@ -297,6 +297,8 @@ def fit(
     """
     config = RunConfig.from_dict(config.to_dict()) if config is not None else RunConfig()
     config.validate()
+    if data is None:
+        check_data_config(config.data)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
     with RunLock(out_dir):
         state = run_state(out_dir)
@@ -316,30 +318,32 @@ def _interrupted_before_training(out_dir: Path) -> RunInterrupted:
 def _build_and_train(config: RunConfig, out_dir: Path, progress: bool, data: ImageData | None) -> Run:
     device = resolve_device(config.train.device)
     if data is None:
-        data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, device)
+        data = load_data(config.data, device)
     else:
         data = data.to(device)
-    if len(data.train_x) == 0 or len(data.test_x) == 0:
-        empty = "training" if len(data.train_x) == 0 else "test"
+    n_train, n_test = len(data.train_images), len(data.test_images)
+    if n_train == 0 or n_test == 0:
+        empty = "training" if n_train == 0 else "test"
         raise DataError(
             f"the {empty} set of {data.name} holds no images; give at least one training and one test image"
         )
     spec = MODELS[config.model.model]
+    if spec.name in ("cvae", "ssvae"):
+        data.require_labels(spec.name)
     if spec.name == "cvae" and config.model.prior is None:
         config.model.prior = "learned"
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     vae = build_model(config, data.image_shape, data.num_classes).to(device)
-    check_images(data.train_x, name="training images", unit_interval=vae.lik.unit_interval)
-    check_images(data.test_x, name="test images", unit_interval=vae.lik.unit_interval)
+    data.check(unit_interval=vae.lik.unit_interval)
     run = Run(out_dir, config, vae, data, {"data": data.describe(), "epochs": []}, data.image_shape)
     if vae.conditional:
-        check_labels(data.train_y, data.num_classes, n=len(data.train_x), name="training labels")
-        check_labels(data.test_y, data.num_classes, n=len(data.test_x), name="test labels")
+        check_labels(data.train_y, data.num_classes, n=n_train, name="training labels")
+        check_labels(data.test_y, data.num_classes, n=n_test, name="test labels")
     if spec.name == "ssvae":
         _labelled(run)  # checks --labels against the classes and the training set
     spec.make_elbo(config.train)  # checks the estimator's name and options
-    args = spec.test_args(data.train_x[:2], data.train_y[:2])
+    args = spec.test_args(data.train_images[:2], None if data.train_y is None else data.train_y[:2])
     check_pair(config.train.elbo, config.model.guide, vae.model, vae.guide, *args, jit=config.train.jit)
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
@@ -371,7 +375,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True
     config = RunConfig.load(run_dir / "config.json")
     dev = resolve_device(device)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=dev)
-    data = load_dataset(config.data.dataset, config.data.data_dir, config.data.pixels, dev) if with_data else None
+    data = load_data(config.data, dev) if with_data else None
     vae = build_model(config, tuple(ckpt["image_shape"]), ckpt.get("num_classes", 10)).to(dev)
     try:
         vae.load_state_dict(ckpt["model"])
@@ -488,7 +492,7 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
     spec = spec_of(vae)
     elbo = spec.make_elbo(config.train)
     ckpt_path = run.out_dir / CHECKPOINT_NAME
-    n_train = len(data.train_x)
+    n_train = len(data.train_images)
     n_steps = math.ceil(n_train / config.train.batch_size)
     if spec.name == "ssvae" and n_train > len(_labelled(run)):
         n_steps = math.ceil((n_train - len(_labelled(run))) / config.train.batch_size)
@@ -586,7 +590,7 @@ def baseline_metrics(run: Run) -> dict:
     labelled = _labelled(run)
     steps = max(1, sum(r.get("steps", 0) for r in run.metrics["epochs"]))
     clf = train_classifier(
-        data.train_x[labelled],
+        data.train_images[labelled],
         data.train_y[labelled],
         image_shape=run.image_shape,
         num_classes=model.num_classes,

@@ -108,7 +108,7 @@ def test_sample_writes_png(run_dir, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--dataset", "cifar"], ("invalid choice: 'cifar'", "mnist-5k", "'mnist'", "fashion-mnist")),
+        (["train", "--dataset", "cifar"], ("--dataset must be one of mnist-5k, mnist, fashion-mnist", "got 'cifar'")),
         (["train", "--likelihood", "gauss"], ("invalid choice: 'gauss'", "'bernoulli'", "continuous-bernoulli")),
         (["train", "--device", "tpu"], ("invalid choice: 'tpu'", "'auto'", "'cpu'", "'cuda'")),
         (["train", "--epochs", "0", "--out", "{tmp}/r"], "epochs must be a positive integer, got 0"),

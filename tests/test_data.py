@@ -7,10 +7,15 @@ import pytest
 import torch
 from conftest import write_idx, write_idx_folder
 
+import pyro_vae.data
 from pyro_vae.data import (
+    BINARIZE_CHUNK,
+    BINARIZE_SEED,
     IDX_FILES,
     MNIST5K_TEST_SIZE,
+    ByteImages,
     DataError,
+    ImageData,
     batches,
     check_images,
     load_dataset,
@@ -105,10 +110,10 @@ def test_pixel_modes():
     static, static2 = load_dataset("mnist-5k", pixels="static"), load_dataset("mnist-5k", pixels="static")
     dyn = load_dataset("mnist-5k", pixels="dynamic")
     assert set(static.train_x.unique().tolist()) == {0.0, 1.0} and torch.equal(static.train_x, static2.train_x)
-    assert torch.equal(static.epoch_train_x(), static.train_x)
+    assert torch.equal(static.epoch_train_x()[:], static.train_x)
     # binarization keeps each pixel's grey level as its probability of being on
     assert abs(static.train_x.mean() - cont.train_x.mean()) < 0.01
-    e1, e2 = dyn.epoch_train_x(), dyn.epoch_train_x()
+    e1, e2 = dyn.epoch_train_x()[:], dyn.epoch_train_x()[:]
     assert set(e1.unique().tolist()) == {0.0, 1.0} and not torch.equal(e1, e2)
     assert torch.equal(dyn.train_x, cont.train_x)
     assert set(dyn.test_x.unique().tolist()) == {0.0, 1.0} and torch.equal(dyn.test_x, static.test_x)
@@ -221,3 +226,59 @@ def test_check_labels_names_the_problem(y, message):
     with pytest.raises(ValueError, match=message):
         check_labels(y, 10, n=3, name="training labels")
     check_labels(torch.tensor([0, 9, 3], dtype=torch.int32), 10, n=3)  # and good labels pass
+
+
+# ----------------------------------------------------------------------------- 8-bit storage
+def test_8_bit_images_are_stored_as_uint8_and_read_as_float():
+    data = load_dataset("mnist-5k")
+    assert data.storage == "uint8" and data.train_store.dtype == torch.uint8 and data.describe()["storage"] == "uint8"
+    assert data.train_store.element_size() * data.train_store.numel() == 4000 * 784  # a quarter of float32
+    x = data.train_x
+    assert x.dtype == torch.float32 and torch.equal(x, data.train_store.float() / 255)  # as before: value / 255
+    assert len(data.train_images) == 4000 and torch.equal(data.train_images[torch.tensor([3, 1])], x[[3, 1]])
+    floats = ImageData.from_tensors(torch.rand(4, 1, 2, 2), torch.rand(2, 1, 2, 2))
+    assert floats.storage == "float32" and floats.epoch_train_x() is floats.train_store
+
+
+@pytest.mark.parametrize("chunk", [BINARIZE_CHUNK, 784 * 300 + 5])
+def test_8_bit_binarization_draws_as_float_bernoulli(monkeypatch, chunk):
+    """On the CPU, chunked draws from the uint8 storage equal one torch.bernoulli of the float images
+    with the same generator: static and dynamic pixels are what they were with float storage."""
+    monkeypatch.setattr(pyro_vae.data, "BINARIZE_CHUNK", chunk)
+    grey = load_dataset("mnist-5k").train_x
+    static = load_dataset("mnist-5k", pixels="static")
+    assert torch.equal(static.train_x, torch.bernoulli(grey, generator=torch.Generator().manual_seed(BINARIZE_SEED)))
+    dyn = load_dataset("mnist-5k", pixels="dynamic")
+    torch.manual_seed(1)
+    epoch = dyn.epoch_train_x()
+    torch.manual_seed(1)
+    assert isinstance(epoch, ByteImages) and torch.equal(epoch[:], torch.bernoulli(grey))
+
+
+def test_batches_of_8_bit_images_are_float():
+    x = torch.arange(10, dtype=torch.uint8).unsqueeze(1) * 25
+    seen = []
+    for xb, yb in batches(ByteImages(x), 4, torch.arange(10)):
+        assert xb.dtype == torch.float32 and torch.equal(xb[:, 0], yb * 25 / 255)
+        seen += yb.tolist()
+    assert sorted(seen) == list(range(10))
+    from pyro_vae.ssvae import semi_supervised_batches
+
+    x_u, x_l, *_ = next(semi_supervised_batches(ByteImages(x), torch.arange(10) % 2, torch.tensor([0, 1]), 4, 1.0))
+    assert x_u.dtype == x_l.dtype == torch.float32 and x_u.max() <= 1
+
+
+def test_fit_on_8_bit_tensors_with_dynamic_pixels(tmp_path):
+    from pyro_vae.config import RunConfig
+    from pyro_vae.train import fit
+
+    cfg = RunConfig()
+    cfg.data.pixels = "dynamic"
+    cfg.model.model, cfg.model.z_dim, cfg.model.hidden_dims = "cvae", 2, (8,)
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.eval_num_samples, cfg.train.device = 2, 8, 4, "cpu"
+    x = torch.randint(0, 256, (20, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(20) % 2
+    data = ImageData.from_tensors(x[:16], x[16:], y[:16], y[16:], pixels="dynamic")
+    assert data.storage == "uint8"
+    run = fit(cfg, tmp_path / "run", progress=False, data=data)
+    assert len(run.metrics["epochs"]) == 2 and run.metrics["data"]["storage"] == "uint8"
