@@ -1,5 +1,6 @@
-"""The conditional VAE: a Pyro model p(z|y) p(x|z, y) and its guide q(z|x, y), side by side, and
-the conditional metrics: importance-sampled log p(x|y) and generative classification.
+"""The conditional VAE: a Pyro model p(z|y) p(x|z, y) and its guide q(z|x, y), side by side. The
+conditional metrics (log p(x|y) per class, generative classification, label fidelity) live in
+:mod:`pyro_vae.evaluate`.
 
 The objective per labelled image is E_q(z|x,y)[log p(x|z, y)] − KL(q(z|x, y) ‖ p(z|y)), where
 p(z|y) is either learned (a per-class Gaussian) or N(0, I).
@@ -23,9 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import check_labels
-from .evaluate import DEFAULT_CHUNK, importance_log_px
+from .evaluate import class_log_likelihoods, generative_classify  # noqa: F401  (re-exported)
 from .guides import MIN_SCALE, moments
-from .nets import with_condition
 from .vae import BaseVAE
 
 
@@ -85,9 +85,10 @@ class ConditionalModel(BaseVAE):
         flow_steps: int = 2,
         net: str = "mlp",
         image_shape: Sequence[int] | None = None,
+        **options,
     ):
         super().__init__(
-            x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape, cond_dim=num_classes
+            x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape, cond_dim=num_classes, **options
         )
         self.num_classes = num_classes
 
@@ -97,13 +98,16 @@ class ConditionalModel(BaseVAE):
 
     def likelihood(self, z: Tensor, y: Tensor) -> dist.TorchDistribution:
         """p(x|z, y) for ``z`` ``(..., z_dim)`` and ``y`` broadcastable to ``(...)``: event ``(x_dim,)``."""
-        zc = with_condition(z, one_hot(y, self.num_classes))  # (..., z_dim + num_classes)
-        return self.lik.make(self.decoder(zc))
+        return self.lik.make(self.decoder(z, one_hot(y, self.num_classes)))
 
     def posterior(self, x: Tensor, y: Tensor) -> dist.TorchDistribution:
         """q(z|x, y) for ``x`` ``(batch, x_dim)``, ``y`` ``(batch,)`` (or enumerated, ``(classes, 1)``):
         batch shape their broadcast, event ``(z_dim,)``."""
-        return self.encoder(x, one_hot(y, self.num_classes))
+        return self.encoder(x, *self._encoder_condition(y))
+
+    def _encoder_condition(self, y: Tensor) -> tuple[Tensor, ...]:
+        """The encoder's extra input: ``(one-hot y,)``, or ``()`` for q(z|x) (``encoder_cond=False``)."""
+        return (one_hot(y, self.num_classes),) if self.encoder_cond else ()
 
     # -- helpers (labels are checked here, at the user's boundary; model and guide trust them)
     def _labels(self, y: Tensor | int, n: int) -> Tensor:
@@ -192,7 +196,7 @@ class CVAE(ConditionalModel):
 
     def guide(self, x: Tensor, y: Tensor) -> None:
         with self._latent_scale():
-            self.encoder.guide(x, one_hot(y, self.num_classes))  # site "z": (..., batch, z_dim)
+            self.encoder.guide(x, *self._encoder_condition(y))  # site "z": (..., batch, z_dim)
 
     # -- helpers
     @torch.no_grad()
@@ -201,51 +205,3 @@ class CVAE(ConditionalModel):
         y = torch.arange(self.num_classes, device=self.prior_loc.device)
         p = self.prior(y).expand((self.num_classes,))
         return p.mean, p.stddev
-
-
-# ----------------------------------------------------------------------------- conditional metrics
-@torch.no_grad()
-def class_log_likelihoods(
-    model, guide, x: Tensor, num_classes: int, num_samples: int = 100, chunk_size: int = DEFAULT_CHUNK
-) -> Tensor:
-    """Importance-sampled log p(x|y = k) for every image and every class k.
-
-    One :func:`pyro_vae.evaluate.importance_log_px` pass per class, with every label set to it;
-    each bounds the memory by at most ``chunk_size`` (particle, image) evaluations per forward pass.
-
-    :param model: ``model(x, y)`` of a conditional model (e.g. :meth:`CVAE.model`).
-    :param guide: ``guide(x, y)``.
-    :param Tensor x: ``(N, D)``.
-    :param int num_samples: importance samples per (image, class).
-    :returns: ``(N, num_classes)`` nats.
-    """
-    per_class = [
-        importance_log_px(
-            model, guide, x, torch.full((len(x),), k, device=x.device), num_samples=num_samples, chunk_size=chunk_size
-        )
-        for k in range(num_classes)
-    ]  # K × (N,)
-    return torch.stack(per_class, -1)  # (N, K)
-
-
-@torch.no_grad()
-def generative_classify(
-    model,
-    guide,
-    x: Tensor,
-    num_classes: int,
-    num_samples: int = 100,
-    log_prior_y: Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
-) -> tuple[Tensor, Tensor]:
-    """Generative classification: ŷ = argmax_y [log p̂(x|y) + log p(y)], with log p̂(x|y) from
-    :func:`class_log_likelihoods`.
-
-    :param Tensor log_prior_y: ``(num_classes,)`` log p(y); default uniform (it does not change
-        the argmax then).
-    :returns: the predictions ``(N,)`` int64 and the log posterior scores ``(N, num_classes)``.
-    """
-    scores = class_log_likelihoods(model, guide, x, num_classes, num_samples, chunk_size)
-    if log_prior_y is not None:
-        scores = scores + log_prior_y.to(scores.device)
-    return scores.argmax(-1), scores
