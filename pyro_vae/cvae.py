@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import check_labels
-from .evaluate import class_log_likelihoods, generative_classify  # noqa: F401  (re-exported)
+from .evaluate import class_log_likelihoods, conditional_metrics, generative_classify  # noqa: F401  (re-exported)
 from .guides import MIN_SCALE, moments
 from .vae import BaseVAE
 
@@ -47,6 +47,30 @@ class LearnedPrior(nn.Module):
     def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
         loc, raw = self.net(c).chunk(2, dim=-1)  # each (..., z_dim)
         return loc, F.softplus(raw) + MIN_SCALE
+
+
+class MixturePrior(nn.Module):
+    """y ↦ p(z|y) = Σ_m π_{y,m} N(μ_{y,m}, diag σ_{y,m}²): a mixture of ``components`` Gaussians
+    per class, all learned. A class whose codes form several clusters (a 7 with and without its
+    bar) can then put prior mass on each instead of between them. It starts near N(0, I): weights
+    equal, σ = 1, means 0.1·N(0, I) apart so that the components can separate.
+    """
+
+    def __init__(self, num_classes: int, z_dim: int, components: int = 10):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.loc = nn.Parameter(0.1 * torch.randn(num_classes, components, z_dim, generator=g))
+        self.raw_scale = nn.Parameter(torch.full((num_classes, components, z_dim), math.log(math.expm1(1.0))))
+        self.logits = nn.Parameter(torch.zeros(num_classes, components))
+
+    def forward(self, y: Tensor) -> dist.TorchDistribution:
+        """:returns: batch shape ``y.shape``, event shape ``(z_dim,)``."""
+        scale = F.softplus(self.raw_scale[y]) + MIN_SCALE  # (..., components, z_dim)
+        comp = dist.Normal(self.loc[y], scale).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits[y]), comp)
+
+
+PRIORS = ("learned", "standard", "mixture")
 
 
 def one_hot(y: Tensor, num_classes: int) -> Tensor:
@@ -139,6 +163,12 @@ class ConditionalModel(BaseVAE):
         z = self.prior(y).expand((n,)).sample()  # (n, z_dim)
         return self.likelihood(z, y).mean
 
+    def extra_metrics(self, data, *, data_dir: str | None = None, judge=None) -> dict:
+        """The label metrics of the run's final metrics and of ``pyro-vae evaluate``:
+        :func:`pyro_vae.evaluate.conditional_metrics` (label fidelity per class and mean, the
+        judge's test accuracy, label sensitivity) on ``data`` (an :class:`~pyro_vae.data.ImageData`)."""
+        return conditional_metrics(self, data, data_dir=data_dir, judge=judge)
+
     @torch.no_grad()
     def transfer(self, z: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
         """Move codes of class ``y`` to class ``y_new`` keeping their place within the prior:
@@ -166,15 +196,22 @@ class CVAE(ConditionalModel):
 
     The parameters are those of :class:`ConditionalModel`, and (keyword only):
 
-    :param str prior: ``"learned"`` (a :class:`LearnedPrior` per class) or ``"standard"`` (N(0, I)).
+    :param str prior: ``"learned"`` (a :class:`LearnedPrior`: one Gaussian per class),
+        ``"mixture"`` (a :class:`MixturePrior`: ``prior_components`` Gaussians per class) or
+        ``"standard"`` (N(0, I)).
+    :param int prior_components: mixture components per class, for ``prior="mixture"``.
     """
 
-    def __init__(self, *args, prior: str = "learned", **kwargs):
-        if prior not in ("learned", "standard"):
-            raise ValueError(f"unknown prior {prior!r}; choose one of learned, standard")
+    def __init__(self, *args, prior: str = "learned", prior_components: int = 10, **kwargs):
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
         super().__init__(*args, **kwargs)
         self.prior_name = prior
-        self.prior_net = LearnedPrior(self.num_classes, self.z_dim) if prior == "learned" else None
+        self.prior_net = None
+        if prior == "learned":
+            self.prior_net = LearnedPrior(self.num_classes, self.z_dim)
+        elif prior == "mixture":
+            self.prior_net = MixturePrior(self.num_classes, self.z_dim, prior_components)
 
     # -- the prior
     def prior(self, y: Tensor) -> dist.TorchDistribution:
@@ -182,6 +219,8 @@ class CVAE(ConditionalModel):
         prior, which plates broadcast), event shape ``(z_dim,)``."""
         if self.prior_net is None:
             return super().prior(y)
+        if isinstance(self.prior_net, MixturePrior):
+            return self.prior_net(y)
         return dist.Normal(*self.prior_net(one_hot(y, self.num_classes))).to_event(1)
 
     # -- the Pyro pair

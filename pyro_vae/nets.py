@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -51,7 +52,13 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(mlp([x_dim + cond_dim, *hidden_dims]), nn.ReLU())
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return self.net(with_condition(x, c))  # (..., hidden_dims[-1])
+        if c is None:
+            return self.net(x)  # (..., hidden_dims[-1])
+        # W [x, c] + b = W_x x + W_c c + b: the widest product runs once per image, also when c
+        # is enumerated over the classes, (classes, 1, K) against x (batch, D)
+        first, d = self.net[0][0], x.shape[-1]
+        h = F.linear(x, first.weight[:, :d], first.bias) + F.linear(c, first.weight[:, d:])  # (..., hidden)
+        return self.net[1](self.net[0][1:](h))  # (..., hidden_dims[-1])
 
 
 class MLPDecoder(nn.Module):

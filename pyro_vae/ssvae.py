@@ -185,6 +185,35 @@ def semi_supervised_batches(
         yield (x[unlabelled[idx]], x[rows], y[rows], len(idx) / n_u * n_l / b_l, *extra)
 
 
+VALIDATION_SEED = 1234  # the fixed seed of the validation split carved from the training images
+
+
+def validation_split(n: int, size: int, seed: int = VALIDATION_SEED) -> tuple[Tensor, Tensor]:
+    """Carve a validation split from ``n`` training images, to choose α (never on the test set).
+
+    :returns: ``(train_rows, validation_rows)``, int64 indices of sizes n − size and size.
+    :raises ValueError: when ``size`` is not in 1..n−1.
+    """
+    if not isinstance(size, int) or not 0 < size < n:
+        raise ValueError(f"validation size must be between 1 and {n - 1} (the training images), got {size!r}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[size:], perm[:size]
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The mean of repeated runs (e.g. label draws) and the half-width of its Student-t interval.
+
+    :returns: ``(mean, half_width)``; the half-width is ``nan`` for a single value.
+    """
+    import scipy.stats
+
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if len(v) < 2:
+        return v.mean().item(), float("nan")
+    t = scipy.stats.t.ppf(0.5 + level / 2, len(v) - 1)
+    return v.mean().item(), (t * v.std() / len(v) ** 0.5).item()
+
+
 @torch.no_grad()
 def accuracy(predict, x: Tensor, y: Tensor) -> float:
     """The fraction of ``(N, D)`` images whose ``predict(x)`` equals ``y``."""
@@ -238,4 +267,13 @@ def predict_with(classifier: nn.Module, batch_size: int = 2000):
     return predict
 
 
-__all__ = ["SSVAE", "Classifier", "semi_supervised_batches", "train_classifier", "accuracy", "predict_with"]
+__all__ = [
+    "SSVAE",
+    "Classifier",
+    "semi_supervised_batches",
+    "train_classifier",
+    "accuracy",
+    "predict_with",
+    "validation_split",
+    "mean_interval",
+]

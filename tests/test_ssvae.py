@@ -15,7 +15,15 @@ from pyro_vae.cvae import CVAE
 from pyro_vae.data import labelled_subset
 from pyro_vae.elbos import IncompatibleEstimator, accepted_estimators, build_elbo, check_estimator
 from pyro_vae.evaluate import importance_log_px, log_weights
-from pyro_vae.ssvae import SSVAE, accuracy, predict_with, semi_supervised_batches, train_classifier
+from pyro_vae.ssvae import (
+    SSVAE,
+    accuracy,
+    mean_interval,
+    predict_with,
+    semi_supervised_batches,
+    train_classifier,
+    validation_split,
+)
 from pyro_vae.train import fit, resume
 from pyro_vae.vae import VAE
 
@@ -274,3 +282,15 @@ def test_bad_ssvae_config(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         fit(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_validation_split_and_mean_interval():
+    train, val = validation_split(100, 20)
+    assert len(val) == 20 and sorted(torch.cat([train, val]).tolist()) == list(range(100))
+    assert torch.equal(val, validation_split(100, 20)[1])  # fixed seed
+    with pytest.raises(ValueError, match="validation size must be between 1 and 99"):
+        validation_split(100, 100)
+    # five draws 0.90..0.94: mean 0.92, sd 0.0158, t(4) = 2.776, half-width 0.0196
+    mean, half = mean_interval([0.90, 0.91, 0.92, 0.93, 0.94])
+    assert mean == pytest.approx(0.92) and half == pytest.approx(2.7764 * 0.015811 / math.sqrt(5), rel=1e-3)
+    assert math.isnan(mean_interval([0.5])[1])
