@@ -302,3 +302,37 @@ def test_svhn_trains_end_to_end_from_python(tmp_path):
     assert final["is_bpd"] == pytest.approx(-final["is_log_px"] / (3072 * math.log(2)))
     assert run.vae.sample(2, 5).shape == (2, 3072)
     assert (tmp_path / "run" / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mixture_prior_samples_scores_and_refuses_meanfield():
+    """p(z|y) as a mixture per class: the model's z site has that log density (checked against
+    the log-sum-exp of the weighted components), sampling and transfer work, and ``meanfield``
+    is refused up front since torch has no closed-form KL to a mixture."""
+    cvae = perturbed(CVAE(D, K, Z, (12,), prior="mixture", prior_components=4))
+    x, y = torch.rand(B, D), torch.arange(B)
+    model_tr, _ = traces(cvae.model, cvae.guide, x, y)
+    z = model_tr.nodes["z"]["value"]
+    p = cvae.prior_net
+    comp = dist.Normal(p.loc[y], torch.nn.functional.softplus(p.raw_scale[y]) + 1e-4).log_prob(z.unsqueeze(1)).sum(-1)
+    expected = torch.logsumexp(comp + torch.log_softmax(p.logits[y], -1), -1)  # (B,)
+    torch.testing.assert_close(model_tr.nodes["z"]["fn"].log_prob(z), expected)
+    assert cvae.sample(5, 3).shape == (5, D) and cvae.transfer(z, y, (y + 1) % K).shape == (B, Z)
+    with pytest.raises(ValueError, match="estimator 'meanfield' does not fit guide 'diag'.*closed-form KL"):
+        check_pair("meanfield", "diag", cvae.model, cvae.guide, x[:2], y[:2])
+
+
+@pytest.mark.parametrize("net, shape", [("mlp", None), ("conv", (1, 28, 28))])
+def test_design_options_shape_the_networks(net, shape):
+    """y in every decoder layer, q(z|x) without y, and a KL weight w that scales the z site by w."""
+    cvae = CVAE(D, K, Z, (12,), net=net, image_shape=shape, cond_every_layer=True, encoder_cond=False, kl_weight=2.5)
+    x, y = torch.rand(B, D), torch.arange(B)
+    model_tr, guide_tr = traces(cvae.model, cvae.guide, x, y)
+    assert model_tr.nodes["z"]["scale"] == 2.5 and guide_tr.nodes["z"]["scale"] == 2.5
+    assert model_tr.nodes["x"]["fn"].batch_shape == (B,)
+    assert cvae.decode(torch.zeros(B, Z), y).shape == (B, D)
+    # the decoder reads y: the same z decodes differently under two labels
+    assert not torch.allclose(cvae.decode(torch.zeros(B, Z), y), cvae.decode(torch.zeros(B, Z), (y + 1) % K))
+    # q(z|x) does not read y
+    torch.testing.assert_close(cvae.encode(x, y)[0], cvae.encode(x, (y + 1) % K)[0])
+    with pytest.raises(ValueError, match="kl_weight must be positive, got 0"):
+        CVAE(D, K, Z, (12,), kl_weight=0)
