@@ -36,7 +36,8 @@ class BaseVAE(nn.Module):
     """
 
     estimators: tuple[str, ...] | None = None  # None: every estimator that enumerates nothing
-    default_estimator = "trace"
+    default_estimator = "trace"  # --elbo when none is given
+    default_epochs = 100  # --epochs when none is given
 
     def __init__(
         self,
