@@ -57,7 +57,7 @@ class MLPEncoder(nn.Module):
         # W [x, c] + b = W_x x + W_c c + b: the widest product runs once per image, also when c
         # is enumerated over the classes, (classes, 1, K) against x (batch, D)
         first, d = self.net[0][0], x.shape[-1]
-        h = F.linear(x, first.weight[:, :d], first.bias) + F.linear(c, first.weight[:, d:])  # (..., hidden)
+        h = F.linear(x, first.weight[:, :d], first.bias) + F.linear(c.to(x.dtype), first.weight[:, d:])  # (..., hidden)
         return self.net[1](self.net[0][1:](h))  # (..., hidden_dims[-1])
 
 

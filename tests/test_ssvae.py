@@ -44,7 +44,7 @@ class DeltaHead(nn.Module):
 @pytest.fixture
 def tiny():
     torch.set_default_dtype(torch.float64)
-    model = SSVAE(D, C, Z, (8,), aux_weight=0.0)
+    model = SSVAE(D, C, Z, (8,), aux_weight=0.0, kl_weight=1.0)
     model.encoder.head = DeltaHead(8, Z)
     yield model
     torch.set_default_dtype(torch.float32)
