@@ -95,9 +95,10 @@ def train_judge(
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = JUDGE_SEED,
+    max_shift: int = 2,
 ) -> Judge:
     """Train a :class:`JudgeNet` with Adam on all of the training labels, with random shifts of up to
-    2 pixels, and measure it on the test images. The global RNGs are left untouched.
+    ``max_shift`` pixels, and measure it on the test images. The global RNGs are left untouched.
 
     :param Tensor train_x: ``(N, D)`` flat images; ``train_y`` ``(N,)`` int64 labels.
     :returns: the :class:`Judge`, in eval mode, on ``train_x``'s device.
@@ -112,7 +113,7 @@ def train_judge(
     net.train()
     for _ in range(steps):
         rows = torch.randint(len(train_x), (min(batch_size, len(train_x)),), generator=g).to(train_x.device)
-        loss = F.cross_entropy(net(_shift(train_x[rows], image_shape, g)), train_y[rows])
+        loss = F.cross_entropy(net(_shift(train_x[rows], image_shape, g, max_shift)), train_y[rows])
         opt.zero_grad()
         loss.backward()
         opt.step()
