@@ -1,5 +1,6 @@
-"""The conditional VAE: a Pyro model p(z|y) p(x|z, y) and its guide q(z|x, y), side by side, and
-the conditional metrics: importance-sampled log p(x|y) and generative classification.
+"""The conditional VAE: a Pyro model p(z|y) p(x|z, y) and its guide q(z|x, y), side by side. The
+conditional metrics (log p(x|y) per class, generative classification, label fidelity) live in
+:mod:`pyro_vae.evaluate`.
 
 The objective per labelled image is E_q(z|x,y)[log p(x|z, y)] − KL(q(z|x, y) ‖ p(z|y)), where
 p(z|y) is either learned (a per-class Gaussian) or N(0, I).
@@ -23,9 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import check_labels
-from .evaluate import DEFAULT_CHUNK, importance_log_px
+from .evaluate import class_log_likelihoods, conditional_metrics, generative_classify  # noqa: F401  (re-exported)
 from .guides import MIN_SCALE, moments
-from .nets import with_condition
 from .vae import BaseVAE
 
 
@@ -47,6 +47,30 @@ class LearnedPrior(nn.Module):
     def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
         loc, raw = self.net(c).chunk(2, dim=-1)  # each (..., z_dim)
         return loc, F.softplus(raw) + MIN_SCALE
+
+
+class MixturePrior(nn.Module):
+    """y ↦ p(z|y) = Σ_m π_{y,m} N(μ_{y,m}, diag σ_{y,m}²): a mixture of ``components`` Gaussians
+    per class, all learned. A class whose codes form several clusters (a 7 with and without its
+    bar) can then put prior mass on each instead of between them. It starts near N(0, I): weights
+    equal, σ = 1, means 0.1·N(0, I) apart so that the components can separate.
+    """
+
+    def __init__(self, num_classes: int, z_dim: int, components: int = 10):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.loc = nn.Parameter(0.1 * torch.randn(num_classes, components, z_dim, generator=g))
+        self.raw_scale = nn.Parameter(torch.full((num_classes, components, z_dim), math.log(math.expm1(1.0))))
+        self.logits = nn.Parameter(torch.zeros(num_classes, components))
+
+    def forward(self, y: Tensor) -> dist.TorchDistribution:
+        """:returns: batch shape ``y.shape``, event shape ``(z_dim,)``."""
+        scale = F.softplus(self.raw_scale[y]) + MIN_SCALE  # (..., components, z_dim)
+        comp = dist.Normal(self.loc[y], scale).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits[y]), comp)
+
+
+PRIORS = ("learned", "standard", "mixture")
 
 
 def one_hot(y: Tensor, num_classes: int) -> Tensor:
@@ -85,9 +109,10 @@ class ConditionalModel(BaseVAE):
         flow_steps: int = 2,
         net: str = "mlp",
         image_shape: Sequence[int] | None = None,
+        **options,
     ):
         super().__init__(
-            x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape, cond_dim=num_classes
+            x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape, cond_dim=num_classes, **options
         )
         self.num_classes = num_classes
 
@@ -97,13 +122,16 @@ class ConditionalModel(BaseVAE):
 
     def likelihood(self, z: Tensor, y: Tensor) -> dist.TorchDistribution:
         """p(x|z, y) for ``z`` ``(..., z_dim)`` and ``y`` broadcastable to ``(...)``: event ``(x_dim,)``."""
-        zc = with_condition(z, one_hot(y, self.num_classes))  # (..., z_dim + num_classes)
-        return self.lik.make(self.decoder(zc))
+        return self.lik.make(self.decoder(z, one_hot(y, self.num_classes)))
 
     def posterior(self, x: Tensor, y: Tensor) -> dist.TorchDistribution:
         """q(z|x, y) for ``x`` ``(batch, x_dim)``, ``y`` ``(batch,)`` (or enumerated, ``(classes, 1)``):
         batch shape their broadcast, event ``(z_dim,)``."""
-        return self.encoder(x, one_hot(y, self.num_classes))
+        return self.encoder(x, *self._encoder_condition(y))
+
+    def _encoder_condition(self, y: Tensor) -> tuple[Tensor, ...]:
+        """The encoder's extra input: ``(one-hot y,)``, or ``()`` for q(z|x) (``encoder_cond=False``)."""
+        return (one_hot(y, self.num_classes),) if self.encoder_cond else ()
 
     # -- helpers (labels are checked here, at the user's boundary; model and guide trust them)
     def _labels(self, y: Tensor | int, n: int) -> Tensor:
@@ -135,6 +163,12 @@ class ConditionalModel(BaseVAE):
         z = self.prior(y).expand((n,)).sample()  # (n, z_dim)
         return self.likelihood(z, y).mean
 
+    def extra_metrics(self, data, *, data_dir: str | None = None, judge=None) -> dict:
+        """The label metrics of the run's final metrics and of ``pyro-vae evaluate``:
+        :func:`pyro_vae.evaluate.conditional_metrics` (label fidelity per class and mean, the
+        judge's test accuracy, label sensitivity) on ``data`` (an :class:`~pyro_vae.data.ImageData`)."""
+        return conditional_metrics(self, data, data_dir=data_dir, judge=judge)
+
     @torch.no_grad()
     def transfer(self, z: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
         """Move codes of class ``y`` to class ``y_new`` keeping their place within the prior:
@@ -162,15 +196,34 @@ class CVAE(ConditionalModel):
 
     The parameters are those of :class:`ConditionalModel`, and (keyword only):
 
-    :param str prior: ``"learned"`` (a :class:`LearnedPrior` per class) or ``"standard"`` (N(0, I)).
+    :param str prior: ``"mixture"`` (the default: a :class:`MixturePrior`, ``prior_components``
+        learned Gaussians per class), ``"learned"`` (a :class:`LearnedPrior`: one learned Gaussian
+        per class) or ``"standard"`` (N(0, I)).
+    :param int prior_components: mixture components per class, for ``prior="mixture"`` (default 30).
+    :param float kl_weight: w, the weight of KL(q(z|x, y) ‖ p(z|y)) in the training loss (default 2).
+
+    Why these defaults: a class-conditional sample is the decoder's answer to a z drawn from
+    p(z|y). The encoder sees x, where the class is visible, so z carries the class (with a learned
+    prior at no KL cost: the class's prior moves to its codes) and the decoder reads it from z
+    as much as from y; a z from p(z|y) in a region that no code of class y filled then decodes to
+    another digit or a blend. A mixture per class covers the codes' clusters, and w = 2 charges
+    for what z repeats of x's class. On MNIST-5k (100 epochs) the label fidelity rises from 0.79
+    (one Gaussian, w = 1) to 0.94 with 30 components and w = 2, and the IS log p(x|y) is unchanged
+    (−100.29 against −100.55).
     """
 
-    def __init__(self, *args, prior: str = "learned", **kwargs):
-        if prior not in ("learned", "standard"):
-            raise ValueError(f"unknown prior {prior!r}; choose one of learned, standard")
-        super().__init__(*args, **kwargs)
+    default_prior = "mixture"
+
+    def __init__(self, *args, prior: str = "mixture", prior_components: int = 30, kl_weight: float = 2.0, **kwargs):
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
+        super().__init__(*args, kl_weight=kl_weight, **kwargs)
         self.prior_name = prior
-        self.prior_net = LearnedPrior(self.num_classes, self.z_dim) if prior == "learned" else None
+        self.prior_net = None
+        if prior == "learned":
+            self.prior_net = LearnedPrior(self.num_classes, self.z_dim)
+        elif prior == "mixture":
+            self.prior_net = MixturePrior(self.num_classes, self.z_dim, prior_components)
 
     # -- the prior
     def prior(self, y: Tensor) -> dist.TorchDistribution:
@@ -178,6 +231,8 @@ class CVAE(ConditionalModel):
         prior, which plates broadcast), event shape ``(z_dim,)``."""
         if self.prior_net is None:
             return super().prior(y)
+        if isinstance(self.prior_net, MixturePrior):
+            return self.prior_net(y)
         return dist.Normal(*self.prior_net(one_hot(y, self.num_classes))).to_event(1)
 
     # -- the Pyro pair
@@ -192,7 +247,7 @@ class CVAE(ConditionalModel):
 
     def guide(self, x: Tensor, y: Tensor) -> None:
         with self._latent_scale():
-            self.encoder.guide(x, one_hot(y, self.num_classes))  # site "z": (..., batch, z_dim)
+            self.encoder.guide(x, *self._encoder_condition(y))  # site "z": (..., batch, z_dim)
 
     # -- helpers
     @torch.no_grad()
@@ -201,51 +256,3 @@ class CVAE(ConditionalModel):
         y = torch.arange(self.num_classes, device=self.prior_loc.device)
         p = self.prior(y).expand((self.num_classes,))
         return p.mean, p.stddev
-
-
-# ----------------------------------------------------------------------------- conditional metrics
-@torch.no_grad()
-def class_log_likelihoods(
-    model, guide, x: Tensor, num_classes: int, num_samples: int = 100, chunk_size: int = DEFAULT_CHUNK
-) -> Tensor:
-    """Importance-sampled log p(x|y = k) for every image and every class k.
-
-    One :func:`pyro_vae.evaluate.importance_log_px` pass per class, with every label set to it;
-    each bounds the memory by at most ``chunk_size`` (particle, image) evaluations per forward pass.
-
-    :param model: ``model(x, y)`` of a conditional model (e.g. :meth:`CVAE.model`).
-    :param guide: ``guide(x, y)``.
-    :param Tensor x: ``(N, D)``.
-    :param int num_samples: importance samples per (image, class).
-    :returns: ``(N, num_classes)`` nats.
-    """
-    per_class = [
-        importance_log_px(
-            model, guide, x, torch.full((len(x),), k, device=x.device), num_samples=num_samples, chunk_size=chunk_size
-        )
-        for k in range(num_classes)
-    ]  # K × (N,)
-    return torch.stack(per_class, -1)  # (N, K)
-
-
-@torch.no_grad()
-def generative_classify(
-    model,
-    guide,
-    x: Tensor,
-    num_classes: int,
-    num_samples: int = 100,
-    log_prior_y: Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
-) -> tuple[Tensor, Tensor]:
-    """Generative classification: ŷ = argmax_y [log p̂(x|y) + log p(y)], with log p̂(x|y) from
-    :func:`class_log_likelihoods`.
-
-    :param Tensor log_prior_y: ``(num_classes,)`` log p(y); default uniform (it does not change
-        the argmax then).
-    :returns: the predictions ``(N,)`` int64 and the log posterior scores ``(N, num_classes)``.
-    """
-    scores = class_log_likelihoods(model, guide, x, num_classes, num_samples, chunk_size)
-    if log_prior_y is not None:
-        scores = scores + log_prior_y.to(scores.device)
-    return scores.argmax(-1), scores

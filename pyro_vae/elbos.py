@@ -8,6 +8,12 @@ From Pyro (:data:`ELBOS`):
 - ``iwae``: ``RenyiELBO`` with α = 0 and K particles: the importance-weighted bound,
   log-mean-exp over particles taken per datapoint.
 - ``renyi``: ``RenyiELBO`` with a chosen α ∉ {1}.
+- ``enum``: ``TraceEnum_ELBO``, which sums discrete latent sites marked for enumeration exactly
+  (M2's class y); the only estimator :class:`pyro_vae.SSVAE` accepts.
+
+A model declares what it accepts: ``estimators``, a tuple of names (``None``: every estimator
+that enumerates nothing), and ``default_estimator``. :func:`check_estimator` fails up front with
+:class:`IncompatibleEstimator`, naming both.
 
 Beyond Pyro, subclasses of ``pyro.infer.ELBO``:
 
@@ -42,6 +48,7 @@ from pyro.infer import (
     JitTraceMeanField_ELBO,
     RenyiELBO,
     Trace_ELBO,
+    TraceEnum_ELBO,
     TraceGraph_ELBO,
     TraceMeanField_ELBO,
 )
@@ -189,6 +196,7 @@ class Estimator:
     needs_analytic_kl: bool = False
     has_jit: bool = False
     multi_particle: bool = False  # K changes the objective (not only the variance)
+    enumerates: bool = False  # sums discrete sites marked for enumeration; only models that ask for it
 
 
 def _pyro(cls, jit_cls=None):
@@ -265,6 +273,41 @@ register_elbo(
         multi_particle=True,
     )
 )
+
+
+register_elbo(
+    Estimator(
+        "enum",
+        _pyro(TraceEnum_ELBO),
+        "TraceEnum_ELBO: discrete sites summed exactly by parallel enumeration (M2's y)",
+        enumerates=True,
+    )
+)
+
+
+class IncompatibleEstimator(ValueError):
+    """An estimator that a model does not accept (see :func:`check_estimator`)."""
+
+
+def accepted_estimators(model) -> tuple[str, ...]:
+    """The names of :data:`ELBOS` that ``model`` (an instance or a class) accepts: its ``estimators``
+    attribute, or, where that is ``None`` or absent, every estimator that enumerates nothing."""
+    names = getattr(model, "estimators", None)
+    if names is None:
+        return tuple(n for n, e in ELBOS.items() if not e.enumerates)
+    return tuple(n for n in names if n in ELBOS)
+
+
+def check_estimator(model, name: str) -> None:
+    """:raises IncompatibleEstimator: in one line naming the model and the estimator, when ``model``
+    does not accept the estimator ``name`` (an unknown name is :func:`get_elbo`'s ``ValueError``)."""
+    get_elbo(name)
+    accepted = accepted_estimators(model)
+    if name not in accepted:
+        cls = model if isinstance(model, type) else type(model)
+        raise IncompatibleEstimator(
+            f"model {cls.__name__} does not accept estimator {name!r}; use --elbo {' or '.join(accepted)}"
+        )
 
 
 def get_elbo(name: str) -> Estimator:

@@ -3,7 +3,8 @@
 Images stay flat, ``(..., D)`` with D = C·H·W in (C, H, W) order (see :class:`pyro_vae.data.ImageData`);
 the conv networks reshape them inside. Each encoder takes an optional condition ``c`` (a one-hot
 label, ``(..., num_classes)``), which broadcasts against x: under enumeration of y, ``c`` is
-``(classes, 1, num_classes)`` and x ``(batch, D)``. A conditional decoder simply gets [z, c] as input.
+``(classes, 1, num_classes)`` and x ``(batch, D)``. A decoder takes the condition too: with z at its
+input, or (``cond_every_layer``) at the input of every layer.
 
 :data:`NETS` maps ``ModelConfig.net`` (``--net``) to the two builders.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -50,21 +52,55 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(mlp([x_dim + cond_dim, *hidden_dims]), nn.ReLU())
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return self.net(with_condition(x, c))  # (..., hidden_dims[-1])
+        if c is None:
+            return self.net(x)  # (..., hidden_dims[-1])
+        # W [x, c] + b = W_x x + W_c c + b: the widest product runs once per image, also when c
+        # is enumerated over the classes, (classes, 1, K) against x (batch, D)
+        first, d = self.net[0][0], x.shape[-1]
+        h = F.linear(x, first.weight[:, :d], first.bias) + F.linear(c.to(x.dtype), first.weight[:, d:])  # (..., hidden)
+        return self.net[1](self.net[0][1:](h))  # (..., hidden_dims[-1])
 
 
 class MLPDecoder(nn.Module):
-    """z ↦ the parameters of p(x|z), ``out_per_pixel`` numbers for each of the D pixels.
+    """z (and a condition c) ↦ the parameters of p(x|z, c), ``out_per_pixel`` numbers for each of
+    the D pixels.
 
-    Works on any leading batch shape, e.g. ``(particles, batch, z_dim)``.
+    With ``cond_every_layer`` the condition is concatenated to the input of every linear layer, not
+    only to z: a one-hot label then reaches each layer directly instead of through 400 hidden units
+    shared with z (Sohn et al. 2015 feed it at the input only).
+
+    Works on any leading batch shape, e.g. ``(particles, batch, z_dim)``; c broadcasts against z.
+
+    :param int cond_dim: width of the condition (0: none).
+    :param bool cond_every_layer: feed c to every layer.
     """
 
-    def __init__(self, z_dim: int, x_dim: int, hidden_dims: Sequence[int] = (400,), out_per_pixel: int = 1):
+    def __init__(
+        self,
+        z_dim: int,
+        x_dim: int,
+        hidden_dims: Sequence[int] = (400,),
+        out_per_pixel: int = 1,
+        cond_dim: int = 0,
+        cond_every_layer: bool = False,
+    ):
         super().__init__()
-        self.net = mlp([z_dim, *reversed(hidden_dims), x_dim * out_per_pixel])
+        sizes = [z_dim, *reversed(hidden_dims), x_dim * out_per_pixel]
+        self.cond_every_layer = cond_every_layer and cond_dim > 0
+        if self.cond_every_layer:
+            self.layers = nn.ModuleList(nn.Linear(a + cond_dim, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        else:
+            self.net = mlp([sizes[0] + cond_dim, *sizes[1:]])
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)  # (..., x_dim * out_per_pixel)
+    def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        if not self.cond_every_layer:
+            return self.net(with_condition(z, c))  # (..., x_dim * out_per_pixel)
+        h = z
+        for i, layer in enumerate(self.layers):
+            h = layer(with_condition(h, c))  # (..., next width)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h  # (..., x_dim * out_per_pixel)
 
 
 def _check_conv_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -107,33 +143,54 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """z ↦ the parameters of p(x|z): a linear layer to (64, H/4, W/4), then two stride-2
-    transposed convolutions up to (out_per_pixel·C, H, W), flattened.
+    """z (and a condition c) ↦ the parameters of p(x|z, c): a linear layer to (64, H/4, W/4), then
+    two stride-2 transposed convolutions up to (out_per_pixel·C, H, W), flattened.
 
     The output is ``out_per_pixel`` blocks of D = C·H·W numbers (channel o·C + c is parameter o of
-    colour c), the layout the likelihoods read.
+    colour c), the layout the likelihoods read. The condition joins z at the input; with
+    ``cond_every_layer`` it also enters both linear layers and, as constant channels, both
+    transposed convolutions.
     """
 
-    def __init__(self, z_dim: int, image_shape: Sequence[int], hidden_dim: int = 400, out_per_pixel: int = 1):
+    def __init__(
+        self,
+        z_dim: int,
+        image_shape: Sequence[int],
+        hidden_dim: int = 400,
+        out_per_pixel: int = 1,
+        cond_dim: int = 0,
+        cond_every_layer: bool = False,
+    ):
         super().__init__()
         C, H, W = _check_conv_shape(image_shape)
         self.grid = (64, H // 4, W // 4)
+        self.cond_every_layer = cond_every_layer and cond_dim > 0
+        extra = cond_dim if self.cond_every_layer else 0
         self.fc = nn.Sequential(
-            nn.Linear(z_dim, hidden_dim),
+            nn.Linear(z_dim + cond_dim, hidden_dim),
             nn.ReLU(),
-            nn.Linear(hidden_dim, 64 * (H // 4) * (W // 4)),
+            nn.Linear(hidden_dim + extra, 64 * (H // 4) * (W // 4)),
             nn.ReLU(),
         )
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),  # (n, 32, H/2, W/2)
+            nn.ConvTranspose2d(64 + extra, 32, 4, stride=2, padding=1),  # (n, 32, H/2, W/2)
             nn.ReLU(),
-            nn.ConvTranspose2d(32, C * out_per_pixel, 4, stride=2, padding=1),  # (n, out·C, H, W)
+            nn.ConvTranspose2d(32 + extra, C * out_per_pixel, 4, stride=2, padding=1),  # (n, out·C, H, W)
         )
 
-    def forward(self, z: Tensor) -> Tensor:
-        lead = z.shape[:-1]
-        h = self.fc(z).reshape(-1, *self.grid)  # (n, 64, H/4, W/4)
-        return self.deconv(h).reshape(*lead, -1)  # (..., out_per_pixel · D)
+    def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        zc = with_condition(z, c)  # (..., z_dim + cond_dim)
+        lead = zc.shape[:-1]
+        if not self.cond_every_layer:
+            h = self.fc(zc).reshape(-1, *self.grid)  # (n, 64, H/4, W/4)
+            return self.deconv(h).reshape(*lead, -1)  # (..., out_per_pixel · D)
+        c = c.expand(*lead, c.shape[-1])
+        h = self.fc[1](self.fc[0](zc))  # (..., hidden_dim)
+        h = self.fc[3](self.fc[2](with_condition(h, c))).reshape(-1, *self.grid)  # (n, 64, H/4, W/4)
+        cc = c.reshape(-1, c.shape[-1], 1, 1)  # (n, cond_dim, 1, 1)
+        h = self.deconv[1](self.deconv[0](torch.cat([h, cc.expand(-1, -1, *h.shape[-2:])], 1)))  # (n, 32, H/2, W/2)
+        h = self.deconv[2](torch.cat([h, cc.expand(-1, -1, *h.shape[-2:])], 1))  # (n, out·C, H, W)
+        return h.reshape(*lead, -1)  # (..., out_per_pixel · D)
 
 
 @dataclass(frozen=True)
@@ -141,7 +198,8 @@ class Net:
     """A registered network family.
 
     :ivar encoder: ``encoder(image_shape, hidden_dims, cond_dim)`` ↦ a module with ``out_dim``.
-    :ivar decoder: ``decoder(in_dim, image_shape, hidden_dims, out_per_pixel)``.
+    :ivar decoder: ``decoder(z_dim, image_shape, hidden_dims, out_per_pixel, cond_dim=0,
+        cond_every_layer=False)``.
     """
 
     name: str
@@ -158,13 +216,13 @@ NETS: dict[str, Net] = {
     "mlp": Net(
         "mlp",
         lambda shape, hidden, cond: MLPEncoder(_d(shape), hidden, cond),
-        lambda z, shape, hidden, out: MLPDecoder(z, _d(shape), hidden, out),
+        lambda z, shape, hidden, out, cond=0, every=False: MLPDecoder(z, _d(shape), hidden, out, cond, every),
         "MLPs with --hidden-dims widths (the decoder mirrors them)",
     ),
     "conv": Net(
         "conv",
         lambda shape, hidden, cond: ConvEncoder(shape, hidden[-1], cond),
-        lambda z, shape, hidden, out: ConvDecoder(z, shape, hidden[-1], out),
+        lambda z, shape, hidden, out, cond=0, every=False: ConvDecoder(z, shape, hidden[-1], out, cond, every),
         "two stride-2 convolutions each way, a linear layer of the last --hidden-dims width",
     ),
 }

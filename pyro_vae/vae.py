@@ -23,12 +23,23 @@ from .nets import get_net
 
 class BaseVAE(nn.Module):
     """What every model here shares: the likelihood, the encoder (of x and an optional condition
-    of width ``cond_dim``) feeding a guide head, the decoder of [z, condition], the N(0, I) buffers,
-    β, and the training step's hook :meth:`loss_and_grads`. Subclasses add their Pyro pair.
+    of width ``cond_dim``) feeding a guide head, the decoder of z and the condition, the N(0, I)
+    buffers, β, and the training step's hook :meth:`loss_and_grads`. Subclasses add their Pyro pair.
 
-    ``beta`` (default 1) scales the latent site in model and guide through
-    ``pyro.poutine.scale``: β·KL in the loss, for KL warm-up.
+    ``encoder_cond=False`` keeps the condition out of the encoder (q(z|x) instead of q(z|x, c));
+    ``cond_every_layer=True`` feeds it to every decoder layer (see :mod:`pyro_vae.nets`).
+
+    ``estimators`` names the estimators of :data:`pyro_vae.elbos.ELBOS` the model accepts (``None``:
+    all that enumerate nothing), checked by :func:`pyro_vae.elbos.check_estimator`.
+
+    ``beta`` (default 1, set by the training loop for KL warm-up) and ``kl_weight`` (default 1, a
+    fixed weight of the model) multiply into the scale of the latent site in model and guide
+    through ``pyro.poutine.scale``: β·w·KL in the loss. Metrics use the unscaled densities.
     """
+
+    estimators: tuple[str, ...] | None = None  # None: every estimator that enumerates nothing
+    default_estimator = "trace"  # --elbo when none is given
+    default_epochs = 100  # --epochs when none is given
 
     def __init__(
         self,
@@ -41,18 +52,28 @@ class BaseVAE(nn.Module):
         net: str,
         image_shape: Sequence[int] | None,
         cond_dim: int = 0,
+        *,
+        encoder_cond: bool = True,
+        cond_every_layer: bool = False,
+        kl_weight: float = 1.0,
     ):
         super().__init__()
         self.x_dim, self.z_dim, self.guide_name = x_dim, z_dim, guide
         self.hidden_dims, self.net_name = tuple(hidden_dims), net
         self.lik = get_likelihood(likelihood)
         nets, self.image_shape = get_net(net), tuple(image_shape or (x_dim,))
-        body = nets.encoder(self.image_shape, hidden_dims, cond_dim)
+        self.encoder_cond = encoder_cond
+        body = nets.encoder(self.image_shape, hidden_dims, cond_dim if encoder_cond else 0)
         self.encoder = Encoder(body, build_head(guide, body.out_dim, z_dim, flow_steps=flow_steps))
-        self.decoder = nets.decoder(z_dim + cond_dim, self.image_shape, hidden_dims, self.lik.out_per_pixel)
+        self.decoder = nets.decoder(
+            z_dim, self.image_shape, hidden_dims, self.lik.out_per_pixel, cond_dim, cond_every_layer
+        )
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
         self.beta = 1.0
+        if not kl_weight > 0:
+            raise ValueError(f"kl_weight must be positive, got {kl_weight!r}")
+        self.kl_weight = float(kl_weight)
 
     def check_x(self, x: Tensor) -> None:
         """Under Pyro's validation (on by default, off in the training loop), check that ``x`` is a
@@ -64,7 +85,8 @@ class BaseVAE(nn.Module):
             check_images(x, name="x", unit_interval=self.lik.unit_interval, x_dim=self.x_dim)
 
     def _latent_scale(self):
-        return contextlib.nullcontext() if self.beta == 1.0 else pyro.poutine.scale(scale=self.beta)
+        scale = self.beta * self.kl_weight
+        return contextlib.nullcontext() if scale == 1.0 else pyro.poutine.scale(scale=scale)
 
     @functools.cached_property
     def pair(self) -> tuple:

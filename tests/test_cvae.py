@@ -26,6 +26,14 @@ from pyro_vae.train import fit, resume
 B, D, Z, K = 6, 784, 3, 10
 
 
+def gaussian_cvae(*args, **kwargs) -> CVAE:
+    """The CVAE with one learned Gaussian p(z|y) per class and the plain ELBO (KL weight 1), whose
+    terms have closed forms; the defaults (a mixture prior, KL weight 2) are tested below."""
+    kwargs.setdefault("prior", "learned")
+    kwargs.setdefault("kl_weight", 1.0)
+    return CVAE(*args, **kwargs)
+
+
 def fits(elbo: str, guide: str) -> bool:
     est, reparam = ELBOS[elbo], guide != "diag-score"
     return not (est.needs_reparam and not reparam) and not (est.needs_analytic_kl and guide == "iaf")
@@ -48,7 +56,7 @@ def traces(model, guide, *args):
 
 @pytest.mark.parametrize("prior", ["learned", "standard"])
 def test_sites_shapes_and_params(prior):
-    cvae = CVAE(D, K, Z, (32,), prior=prior)
+    cvae = gaussian_cvae(D, K, Z, (32,), prior=prior)
     x, y = torch.rand(B, D), torch.arange(B)
     model_tr, guide_tr = traces(cvae.model, cvae.guide, x, y)
     sites = {n: s for n, s in model_tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
@@ -65,7 +73,7 @@ def test_sites_shapes_and_params(prior):
 
 
 def test_learned_prior_starts_standard():
-    loc, scale = CVAE(D, K, Z, (32,)).prior_moments()
+    loc, scale = gaussian_cvae(D, K, Z, (32,)).prior_moments()
     torch.testing.assert_close(loc, torch.zeros(K, Z))
     torch.testing.assert_close(scale, torch.ones(K, Z))
 
@@ -73,7 +81,7 @@ def test_learned_prior_starts_standard():
 def test_learned_prior_kl_matches_torch():
     """The KL term of the ELBO is KL(q(z|x,y) ‖ N(μ_y, σ_y²)), class by class, as
     torch.distributions.kl_divergence and the closed form ½ Σ [σ_q²/σ_y² + (μ_q−μ_y)²/σ_y² − 1 + 2 log σ_y/σ_q]."""
-    cvae = perturbed(CVAE(D, K, Z, (32,)))
+    cvae = perturbed(gaussian_cvae(D, K, Z, (32,)))
     x, y = torch.rand(B, D), torch.tensor([0, 3, 3, 7, 9, 1])
     kl = elbo_terms(cvae.model, cvae.guide, x, y)["kl"]
     q = cvae.posterior(x, y)
@@ -85,7 +93,7 @@ def test_learned_prior_kl_matches_torch():
     closed = 0.5 * (sd_q**2 / sd_y**2 + (mu_q - mu_y) ** 2 / sd_y**2 - 1 + 2 * (sd_y / sd_q).log()).sum(-1)
     torch.testing.assert_close(kl, closed.detach(), rtol=1e-5, atol=1e-5)
     # the standard prior's KL is against N(0, I)
-    std = perturbed(CVAE(D, K, Z, (32,), prior="standard"))
+    std = perturbed(gaussian_cvae(D, K, Z, (32,), prior="standard"))
     q0 = std.posterior(x, y)
     torch.testing.assert_close(elbo_terms(std.model, std.guide, x, y)["kl"], kl_divergence(q0, std.prior(y)))
 
@@ -93,7 +101,7 @@ def test_learned_prior_kl_matches_torch():
 def test_meanfield_loss_uses_the_learned_prior():
     """TraceMeanField_ELBO's loss is −(E log p(x|z,y) − KL(q ‖ p(z|y))): with the same draw of z,
     it equals −Σ [log p(x|z,y)] + Σ KL computed by torch."""
-    cvae = perturbed(CVAE(D, K, Z, (32,)))
+    cvae = perturbed(gaussian_cvae(D, K, Z, (32,)))
     x, y = torch.rand(B, D), torch.arange(B)
     pyro.set_rng_seed(3)
     loss = build_elbo("meanfield").loss(cvae.model, cvae.guide, x, y)
@@ -107,7 +115,7 @@ def test_meanfield_loss_uses_the_learned_prior():
 
 @pytest.mark.parametrize("prior", ["learned", "standard"])
 def test_conditional_sampling_shapes(prior):
-    cvae = perturbed(CVAE(D, K, Z, (32,), prior=prior))
+    cvae = perturbed(gaussian_cvae(D, K, Z, (32,), prior=prior))
     assert cvae.sample(5, 3).shape == (5, D) and not cvae.sample(2, 0).requires_grad
     assert cvae.sample(4, torch.tensor([0, 1, 2, 9])).shape == (4, D)
     x, y = torch.rand(B, D), torch.arange(B)
@@ -137,7 +145,7 @@ def test_conditional_sampling_shapes(prior):
     ],
 )
 def test_bad_labels_are_one_line_errors(y, message):
-    cvae = CVAE(D, K, Z, (32,))
+    cvae = gaussian_cvae(D, K, Z, (32,))
     x = torch.rand(2, D)
     for call in (lambda: cvae.sample(2, y), lambda: cvae.encode(x, y), lambda: cvae.reconstruct(x, y)):
         with pytest.raises(ValueError, match=message) as info:
@@ -181,7 +189,7 @@ def test_bad_model_config(tmp_path, field, value, message):
 def test_every_pair_trains_or_raises(name, guide):
     """Each (estimator, guide) pair trains a tiny CVAE with a learned prior, or fails check_pair
     with the documented message (as for the VAE in test_elbos.py)."""
-    cvae = CVAE(16, 3, 3, (12,), guide=guide)
+    cvae = gaussian_cvae(16, 3, 3, (12,), guide=guide)
     x, y = torch.rand(8, 16), torch.arange(8) % 3
     if not fits(name, guide):
         with pytest.raises(ValueError, match=f"estimator '{name}' does not fit guide '{guide}'") as info:
@@ -210,7 +218,7 @@ class DeltaHead(nn.Module):
 
 
 def test_class_log_likelihoods_and_generative_classification_are_exact_with_a_delta_guide():
-    cvae = perturbed(CVAE(20, 4, 2, (8,)))
+    cvae = perturbed(gaussian_cvae(20, 4, 2, (8,)))
     cvae.encoder.head = DeltaHead(8, 2)
     x = torch.rand(7, 20)
     scores = class_log_likelihoods(cvae.model, cvae.guide, x, 4, num_samples=3, chunk_size=10)
@@ -228,7 +236,7 @@ def test_class_log_likelihoods_and_generative_classification_are_exact_with_a_de
 def test_transfer_keeps_the_standardized_code(prior):
     """transfer(z, y, y') = μ_{y'} + σ_{y'} ε with ε = (z − μ_y)/σ_y: the same ε under both class
     priors, z itself for y' = y, and the identity under N(0, I)."""
-    cvae = perturbed(CVAE(D, K, 5, (32,), prior=prior))
+    cvae = perturbed(gaussian_cvae(D, K, 5, (32,), prior=prior))
     z, y, y_new = torch.randn(12, 5), torch.arange(12) % K, (torch.arange(12) * 7 + 3) % K
     moved = cvae.transfer(z, y, y_new)
     loc, scale = cvae.prior_moments()
@@ -241,7 +249,7 @@ def test_transfer_keeps_the_standardized_code(prior):
 
 
 def test_plots_of_a_conditional_model(tmp_path):
-    cvae = perturbed(CVAE(D, K, 5, (32,)))
+    cvae = perturbed(gaussian_cvae(D, K, 5, (32,)))
     x, y = torch.rand(12, D), torch.arange(12) % 10
     fig = plots.class_samples(cvae, (1, 28, 28), n=4, path=tmp_path / "c.png")
     assert fig.axes[0].images[0].get_array().shape[:2] == (10 * 29 + 1, 4 * 29 + 1)  # one row per class
@@ -302,3 +310,37 @@ def test_svhn_trains_end_to_end_from_python(tmp_path):
     assert final["is_bpd"] == pytest.approx(-final["is_log_px"] / (3072 * math.log(2)))
     assert run.vae.sample(2, 5).shape == (2, 3072)
     assert (tmp_path / "run" / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mixture_prior_samples_scores_and_refuses_meanfield():
+    """p(z|y) as a mixture per class: the model's z site has that log density (checked against
+    the log-sum-exp of the weighted components), sampling and transfer work, and ``meanfield``
+    is refused up front since torch has no closed-form KL to a mixture."""
+    cvae = perturbed(CVAE(D, K, Z, (12,), prior="mixture", prior_components=4))
+    x, y = torch.rand(B, D), torch.arange(B)
+    model_tr, _ = traces(cvae.model, cvae.guide, x, y)
+    z = model_tr.nodes["z"]["value"]
+    p = cvae.prior_net
+    comp = dist.Normal(p.loc[y], torch.nn.functional.softplus(p.raw_scale[y]) + 1e-4).log_prob(z.unsqueeze(1)).sum(-1)
+    expected = torch.logsumexp(comp + torch.log_softmax(p.logits[y], -1), -1)  # (B,)
+    torch.testing.assert_close(model_tr.nodes["z"]["fn"].log_prob(z), expected)
+    assert cvae.sample(5, 3).shape == (5, D) and cvae.transfer(z, y, (y + 1) % K).shape == (B, Z)
+    with pytest.raises(ValueError, match="estimator 'meanfield' does not fit guide 'diag'.*closed-form KL"):
+        check_pair("meanfield", "diag", cvae.model, cvae.guide, x[:2], y[:2])
+
+
+@pytest.mark.parametrize("net, shape", [("mlp", None), ("conv", (1, 28, 28))])
+def test_design_options_shape_the_networks(net, shape):
+    """y in every decoder layer, q(z|x) without y, and a KL weight w that scales the z site by w."""
+    cvae = CVAE(D, K, Z, (12,), net=net, image_shape=shape, cond_every_layer=True, encoder_cond=False, kl_weight=2.5)
+    x, y = torch.rand(B, D), torch.arange(B)
+    model_tr, guide_tr = traces(cvae.model, cvae.guide, x, y)
+    assert model_tr.nodes["z"]["scale"] == 2.5 and guide_tr.nodes["z"]["scale"] == 2.5
+    assert model_tr.nodes["x"]["fn"].batch_shape == (B,)
+    assert cvae.decode(torch.zeros(B, Z), y).shape == (B, D)
+    # the decoder reads y: the same z decodes differently under two labels
+    assert not torch.allclose(cvae.decode(torch.zeros(B, Z), y), cvae.decode(torch.zeros(B, Z), (y + 1) % K))
+    # q(z|x) does not read y
+    torch.testing.assert_close(cvae.encode(x, y)[0], cvae.encode(x, (y + 1) % K)[0])
+    with pytest.raises(ValueError, match="kl_weight must be positive, got 0"):
+        CVAE(D, K, Z, (12,), kl_weight=0)

@@ -11,10 +11,21 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
 from pyro_vae.config import RunConfig
+from pyro_vae.cvae import CVAE
 from pyro_vae.data import labelled_subset
+from pyro_vae.elbos import IncompatibleEstimator, accepted_estimators, build_elbo, check_estimator
 from pyro_vae.evaluate import importance_log_px, log_weights
-from pyro_vae.ssvae import SSVAE, accuracy, predict_with, semi_supervised_batches, train_classifier
+from pyro_vae.ssvae import (
+    SSVAE,
+    accuracy,
+    mean_interval,
+    predict_with,
+    semi_supervised_batches,
+    train_classifier,
+    validation_split,
+)
 from pyro_vae.train import fit, resume
+from pyro_vae.vae import VAE
 
 D, C, Z = 12, 3, 2
 
@@ -33,7 +44,7 @@ class DeltaHead(nn.Module):
 @pytest.fixture
 def tiny():
     torch.set_default_dtype(torch.float64)
-    model = SSVAE(D, C, Z, (8,))
+    model = SSVAE(D, C, Z, (8,), aux_weight=0.0, kl_weight=1.0)
     model.encoder.head = DeltaHead(8, Z)
     yield model
     torch.set_default_dtype(torch.float32)
@@ -66,12 +77,79 @@ def test_enumerating_y_equals_the_explicit_sum_over_y(tiny):
 
 
 def test_labelled_loss_is_the_conditional_elbo(tiny):
-    """With y given nothing is enumerated: TraceEnum_ELBO gives Trace_ELBO's loss, which is −L."""
+    """With y given nothing is enumerated: TraceEnum_ELBO gives Trace_ELBO's loss, which is −L
+    (α = 0 here: no auxiliary site)."""
     x, y = torch.rand(5, D), torch.tensor([0, 1, 2, 2, 0])
     enum = TraceEnum_ELBO(max_plate_nesting=1).loss(tiny.model, tiny.guide, x, y)
     trace = Trace_ELBO().loss(tiny.model, tiny.guide, x, y)
     exact = -log_weights(tiny.model, tiny.guide, x, y, num_particles=1).sum()
     assert enum == pytest.approx(trace, rel=1e-12) and trace == pytest.approx(exact.item(), rel=1e-12)
+
+
+def test_the_auxiliary_site_is_scaled_by_exactly_alpha(tiny):
+    """The model observes a label twice: at "y" under p(y), and at "y_aux" ~ q(y|x) inside
+    ``poutine.scale(α)``; its scaled log density is α Σ log q(y|x). Without labels there is no
+    auxiliary site, and α = 0 drops it."""
+    tiny.aux_weight = 0.37
+    x, y = torch.rand(5, D), torch.tensor([0, 1, 2, 2, 0])
+    tr = pyro.poutine.trace(tiny.model).get_trace(x, y)
+    site = tr.nodes["y_aux"]
+    assert site["is_observed"] and site["scale"] == 0.37 and tr.nodes["y"]["scale"] == 1.0
+    log_q = torch.log_softmax(tiny.classifier(x), -1).gather(1, y.unsqueeze(1)).sum()
+    tr.compute_log_prob()
+    torch.testing.assert_close(site["log_prob_sum"], 0.37 * log_q)
+    with pyro.poutine.scale(scale=2.0):  # an outer scale (the labelled batch's weight) multiplies in
+        assert pyro.poutine.trace(tiny.model).get_trace(x, y).nodes["y_aux"]["scale"] == 0.74
+    assert "y_aux" not in pyro.poutine.trace(tiny.model).get_trace(x).nodes
+    tiny.aux_weight = 0.0
+    assert "y_aux" not in pyro.poutine.trace(tiny.model).get_trace(x, y).nodes
+
+
+def test_m2_objective_equals_the_explicit_sum_with_the_classification_term(tiny):
+    """One training step, :meth:`SSVAE.loss_and_grads` with the ``enum`` estimator, on an unlabelled
+    batch and a labelled batch of weight s, equals the explicit
+
+        Σ_u −[Σ_y q(y|x) L(x, y) + H(q(y|x))] + s Σ_l [−L(x, y) + α (−log q(y|x))],
+
+    loss and gradients, to float64 round-off (a deterministic q(z|x, y) makes every term exact);
+    all gradients come from the estimator's backward passes."""
+    alpha, s = 2.5, 0.3
+    tiny.aux_weight = alpha
+    x_u, x_l, y_l = torch.rand(5, D), torch.rand(4, D), torch.tensor([2, 0, 1, 1])
+    params = list(tiny.parameters())
+    loss = tiny.loss_and_grads(build_elbo("enum"), x_u, x_l, y_l, s)
+    grads = [p.grad.clone() if p.grad is not None else None for p in params]
+    for p in params:
+        p.grad = None
+
+    q = torch.softmax(tiny.classifier(x_u), -1)  # (5, C)
+    tiny.aux_weight = 0.0  # L(x, y) alone, from plain traces with y observed
+    unlabelled = torch.stack(
+        [log_weights(tiny.model, tiny.guide, x_u, torch.full((5,), k), num_particles=1)[0] for k in range(C)], -1
+    )  # (5, C)
+    labelled = log_weights(tiny.model, tiny.guide, x_l, y_l, num_particles=1)[0]  # (4,)
+    cross_entropy = torch.nn.functional.cross_entropy(tiny.classifier(x_l), y_l, reduction="sum")
+    explicit = -((q * unlabelled).sum(-1) - (q * q.log()).sum(-1)).sum() + s * (-labelled.sum() + alpha * cross_entropy)
+    explicit_grads = torch.autograd.grad(explicit, params, allow_unused=True)
+
+    assert loss == pytest.approx(explicit.item(), rel=1e-12)
+    for a, b in zip(grads, explicit_grads):
+        if a is None or b is None:
+            assert (a is None or not a.any()) and (b is None or not b.any())
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_models_declare_their_estimators():
+    assert accepted_estimators(SSVAE) == ("enum",) and SSVAE.default_estimator == "enum"
+    assert "enum" not in accepted_estimators(VAE) and "trace" in accepted_estimators(CVAE)
+    check_estimator(SSVAE(D, C, Z, (8,)), "enum")
+    with pytest.raises(IncompatibleEstimator, match="^model SSVAE does not accept estimator 'trace'; use --elbo enum$"):
+        check_estimator(SSVAE, "trace")
+    with pytest.raises(IncompatibleEstimator, match="model VAE does not accept estimator 'enum'; use --elbo trace or"):
+        check_estimator(VAE(D, 2, (8,)), "enum")
+    with pytest.raises(ValueError, match="unknown estimator 'nope'"):
+        check_estimator(VAE, "nope")
 
 
 def test_enumeration_with_vectorized_particles_and_a_real_guide():
@@ -97,24 +175,25 @@ def test_importance_log_px_samples_y_from_the_classifier():
 
 
 def test_semi_supervised_batches_cover_and_weight():
-    """Every unlabelled image once per epoch, labelled images never among them, and the weights sum
-    to the objective J^α: Σ scale·B_l = N_l and Σ class_scale·B_l = α N over an epoch."""
+    """Every unlabelled image once per epoch, labelled images never among them, and the labelled
+    weights sum to one per labelled image over an epoch: Σ scale·B_l = N_l. With ``class_weight``
+    α' (Kingma et al.'s weight of the mean cross-entropy), each tuple carries α = α'·N/N_l."""
     n, alpha = 103, 0.7
     x, y = torch.arange(n, dtype=torch.float32).unsqueeze(1), torch.arange(n) % 10
     labelled = torch.tensor([3, 17, 40, 41, 77])
-    seen, labelled_mass, class_mass = [], 0.0, 0.0
-    for x_u, x_l, y_l, scale, class_scale in semi_supervised_batches(x, y, labelled, 16, alpha):
+    seen, labelled_mass = [], 0.0
+    for x_u, x_l, y_l, scale in semi_supervised_batches(x, y, labelled, 16):
         seen += x_u.squeeze(1).long().tolist()
         assert set(x_l.squeeze(1).long().tolist()) <= set(labelled.tolist()) and len(x_l) == 5
         assert torch.equal(y_l, x_l.squeeze(1).long() % 10)
         labelled_mass += scale * len(x_l)
-        class_mass += class_scale * len(x_l)
     assert sorted(seen) == sorted(set(range(n)) - set(labelled.tolist()))
-    assert labelled_mass == pytest.approx(len(labelled)) and class_mass == pytest.approx(alpha * n)
-    # all labelled: labelled batches, weight 1, class weight α
+    assert labelled_mass == pytest.approx(len(labelled))
+    assert all(t[4] == pytest.approx(alpha * n / 5) for t in semi_supervised_batches(x, y, labelled, 16, alpha))
+    # all labelled: labelled batches, weight 1
     everything = torch.arange(n)
-    steps = list(semi_supervised_batches(x, y, everything, 50, alpha))
-    assert [len(s[1]) for s in steps] == [50, 50, 3] and all(s[3:] == (1.0, alpha) for s in steps)
+    steps = list(semi_supervised_batches(x, y, everything, 50))
+    assert [len(s[1]) for s in steps] == [50, 50, 3] and all(s[3] == 1.0 for s in steps)
     assert all(len(s[0]) == 0 for s in steps)
 
 
@@ -203,3 +282,15 @@ def test_bad_ssvae_config(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         fit(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_validation_split_and_mean_interval():
+    train, val = validation_split(100, 20)
+    assert len(val) == 20 and sorted(torch.cat([train, val]).tolist()) == list(range(100))
+    assert torch.equal(val, validation_split(100, 20)[1])  # fixed seed
+    with pytest.raises(ValueError, match="validation size must be between 1 and 99"):
+        validation_split(100, 100)
+    # five draws 0.90..0.94: mean 0.92, sd 0.0158, t(4) = 2.776, half-width 0.0196
+    mean, half = mean_interval([0.90, 0.91, 0.92, 0.93, 0.94])
+    assert mean == pytest.approx(0.92) and half == pytest.approx(2.7764 * 0.015811 / math.sqrt(5), rel=1e-3)
+    assert math.isnan(mean_interval([0.5])[1])
