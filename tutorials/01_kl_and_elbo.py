@@ -19,16 +19,48 @@
 # A variational autoencoder is trained by maximizing the ELBO, and the ELBO is built from KL divergences. This notebook
 # checks four facts about them, each with numbers and, where the mathematics gives an equality, an `assert`:
 #
+# - **(0)** Maximum likelihood is minimum KL(p_data‖p_θ): the lecture's starting point, checked numerically.
 # - **(a)** KL is not symmetric: fitting a Gaussian to a two-mode target by forward KL(p‖q) covers both modes, by
-#   reverse KL(q‖p) it picks one.
+#   reverse KL(q‖p) it picks one, and which one depends on where it starts: reverse KL has two optima.
 # - **(b)** KL(p‖q) ≥ 0, and KL(p‖q) = 0 only when p = q.
 # - **(c)** The closed form of the KL between two Gaussians, checked against `torch` and against Monte Carlo, and
-#   the slide mistakes that give wrong numbers.
+#   the misprinted forms (the lecture's among them) that give wrong numbers.
 # - **(d)** The ELBO identity log p(x) − KL(q‖p(z|x)) = E_q[log p(x|z)] − KL(q‖p(z)), on a linear-Gaussian model
 #   where every term is known exactly.
 #
 # The computations live in `pyro_vae.kl`, `pyro_vae.linear_gaussian` and `pyro_vae.evaluate`; this notebook only
 # calls them, prints and plots.
+#
+# **Run it**: `python tutorials/run.py 01` executes it in full and saves the outputs into the `.ipynb`;
+# `python tutorials/run.py 01 --smoke` (or `PYRO_VAE_SMOKE=1` in Jupyter's environment) runs it with tiny
+# sizes. The cell below says how long each took.
+
+# %%
+# The cost of this notebook, as measured by tutorials/run.py (which records it in tutorials/timings.json)
+import json
+import warnings
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by pyro, without ipywidgets
+import pyro_vae
+
+TIMINGS = Path(pyro_vae.__file__).resolve().parents[1] / "tutorials" / "timings.json"
+cost = json.loads(TIMINGS.read_text()).get("01_kl_and_elbo", {}) if TIMINGS.exists() else {}
+display(
+    Markdown(
+        "**Cost** (wall time of the last `tutorials/run.py` run): "
+        + (
+            "; ".join(
+                f"{mode} run {t['seconds']:.0f} s on {t['cpus']} CPU cores, {t['threads']} threads, "
+                f"load average {t['load_1min']:.1f} ({t['date']})"
+                for mode, t in sorted(cost.items())
+            )
+            or "not measured yet"
+        )
+    )
+)
 
 # %%
 import math
@@ -37,6 +69,7 @@ import os
 import matplotlib.pyplot as plt
 import pyro
 import torch
+from IPython.display import Markdown, display
 from pyro.infer import Trace_ELBO
 from torch.distributions import MultivariateNormal, kl_divergence
 
@@ -45,15 +78,64 @@ from pyro_vae.kl import bimodal_mixture, fit_gaussian, gaussian_kl, monte_carlo_
 from pyro_vae.linear_gaussian import AffineGaussianGuide, LinearGaussian
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: small sizes, the same asserts
-FIT_STEPS = 300 if SMOKE else 2000  # SGD steps of each Gaussian fit in (a)
+FIT_STEPS = 300 if SMOKE else 2000  # SGD steps of each Gaussian fit in (0) and (a)
+DATA_POINTS = 2000 if SMOKE else 20_000  # samples of p_data in (0)
 NUM_PAIRS = 200 if SMOKE else 2000  # random Gaussian pairs in (b)
-MC_SAMPLES = 200_000 if SMOKE else 2_000_000  # Monte Carlo draws per KL estimate in (a) and (c)
+MC_SAMPLES = 100_000 if SMOKE else 2_000_000  # Monte Carlo draws per KL estimate in (a) and (c)
 N_POINTS = 100  # datapoints x in (d)
-REPLICAS = 100 if SMOKE else 2000  # draws z ~ q per datapoint for elbo_terms in (d)
-ELBO_PARTICLES = 1000 if SMOKE else 20_000  # Trace_ELBO particles in (d)
+REPLICAS = 50 if SMOKE else 2000  # draws z ~ q per datapoint for elbo_terms in (d)
+ELBO_PARTICLES = 500 if SMOKE else 20_000  # Trace_ELBO particles in (d)
 IS_KS = [1, 10, 100, 1000] if SMOKE else [1, 3, 10, 30, 100, 300, 1000, 3000, 10_000]  # K of IS log p(x) in (d)
 
 pyro.set_rng_seed(0)
+
+# %% [markdown]
+# ## (0) Maximum likelihood is minimum KL(p_data‖p_θ)
+#
+# Fitting a model p_θ to data by maximum likelihood maximizes the average log-likelihood (1/N) Σ_n log p_θ(x_n), a
+# Monte Carlo estimate of E_{p_data}[log p_θ(x)]. And
+#
+# KL(p_data‖p_θ) = E_{p_data}[log p_data(x)] − E_{p_data}[log p_θ(x)] = −H(p_data) − E_{p_data}[log p_θ(x)],
+#
+# where the entropy H(p_data) does not depend on θ. So the θ that maximizes the likelihood minimizes the forward
+# KL(p_data‖p_θ). Below, p_data is the two-mode mixture of part (a) and p_θ = N(m, s²). On one set of samples from
+# p_data: (i) across a grid of m, KL minus the average negative log-likelihood is the same number, −H(p_data), so the
+# two curves have the same minimizer; (ii) the closed-form maximum-likelihood Gaussian (the sample mean and standard
+# deviation) equals the Gaussian that `fit_gaussian` finds by minimizing the forward KL with SGD.
+
+# %%
+target = bimodal_mixture(separation=4.0, scale=0.7)
+samples = target.sample((DATA_POINTS,))  # (DATA_POINTS,) draws of p_data
+entropy = -target.log_prob(samples).mean()  # Monte Carlo H(p_data), on the same draws
+
+means = torch.linspace(-3, 3, 61)
+s_fixed = samples.std()
+nll = torch.stack([-torch.distributions.Normal(m, s_fixed).log_prob(samples).mean() for m in means])
+kl_grid = torch.stack(
+    [(target.log_prob(samples) - torch.distributions.Normal(m, s_fixed).log_prob(samples)).mean() for m in means]
+)
+offset = kl_grid - nll  # −H(p_data) for every m
+print(f"KL(p_data‖p_θ) − average NLL over {len(means)} values of m: {offset.min():.4f} … {offset.max():.4f}")
+print(f"−H(p_data), Monte Carlo on the same draws: {-entropy:.4f}")
+print(f"argmin over the grid: of the NLL m = {means[nll.argmin()]:.2f}, of the KL m = {means[kl_grid.argmin()]:.2f}")
+
+ml = samples.mean(), samples.std(unbiased=False)  # the maximum-likelihood Gaussian, in closed form
+by_kl = fit_gaussian(target, "forward", steps=FIT_STEPS)
+print(f"maximum likelihood (closed form): m = {ml[0]:.3f}, s = {ml[1]:.3f}")
+print(f"argmin KL(p_data‖q) by SGD:       m = {by_kl.loc:.3f}, s = {by_kl.scale:.3f}")
+torch.testing.assert_close(offset, torch.full_like(offset, -entropy.item()), rtol=0, atol=1e-4)  # float32 sums
+assert nll.argmin() == kl_grid.argmin()
+# SGD noise of the fit is ~0.02 and the sampling error of the ML estimate ~2/√N: 0.1 is generous for both
+assert abs(by_kl.loc - ml[0]) < 0.1 and abs(by_kl.scale - ml[1]) < 0.1
+
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+ax.plot(means, nll, label="average negative log-likelihood −(1/N) Σ log p_θ(xₙ)")
+ax.plot(means, kl_grid, label="KL(p_data‖p_θ), Monte Carlo on the same draws")
+ax.axvline(means[nll.argmin()], color="grey", ls=":", lw=1, label="the common minimizer")
+ax.set_xlabel(f"m, the mean of p_θ = N(m, s²) (s = {s_fixed:.2f} fixed)")
+ax.set_ylabel("nats")
+ax.legend(fontsize=8)
+plt.show()
 
 # %% [markdown]
 # ## (a) KL is not symmetric: forward and reverse fits
@@ -63,37 +145,44 @@ pyro.set_rng_seed(0)
 #
 # - **Forward, KL(p‖q) = E_p[log p(z) − log q(z)].** The average is taken under p, so q pays wherever p has mass and
 #   q has little: there log q(z) → −∞. q must **cover every mode**. For a Gaussian q the optimum matches p's mean
-#   and variance: m = 0 and s² = 2² + 0.7² = 4.49 (s ≈ 2.12). Most of q's mass then sits in the valley between the
-#   modes, where p has almost none.
+#   and variance (printed below). Most of q's mass then sits in the valley between the modes, where p has almost
+#   none.
 # - **Reverse, KL(q‖p) = E_q[log q(z) − log p(z)].** The average is taken under q, so q pays wherever *q* puts mass
 #   that p lacks, and pays nothing for the part of p it ignores. q is **mode-seeking**: it settles on one mode and
-#   fits it snugly (m ≈ 2, s ≈ 0.7), at a reverse KL of about log 2 ≈ 0.69 nats, the price of ignoring half of p.
-#   Which mode it picks depends on the start; `init_loc=0.5` leads to the right-hand one.
+#   fits it snugly, at a reverse KL near log 2, the price of ignoring half of p. Which mode it picks depends on the
+#   start: reverse KL has **two optima**, one per mode, and we fit it from two starting means, `init_loc=+1` and
+#   `init_loc=−1`.
 #
 # Variational inference, and so the VAE, minimizes the *reverse* direction KL(q(z|x) ‖ p(z|x)) (part (d)). Expect
 # variational posteriors to be too narrow and to miss modes, rather than too wide.
 
 # %%
-target = bimodal_mixture(separation=4.0, scale=0.7)
+half, scale = 2.0, 0.7  # the modes of bimodal_mixture(separation=4.0, scale=0.7) sit at ±half
 fits = {
-    "forward": fit_gaussian(target, "forward", steps=FIT_STEPS),
-    "reverse": fit_gaussian(target, "reverse", steps=FIT_STEPS),
+    "forward": fit_gaussian(target, "forward", steps=FIT_STEPS, init_loc=1.0),
+    "reverse": fit_gaussian(target, "reverse", steps=FIT_STEPS, init_loc=1.0),
+    "reverse, start −1": fit_gaussian(target, "reverse", steps=FIT_STEPS, init_loc=-1.0),
 }
 
-print(f"{'fit':8s} {'m':>6s} {'s':>6s} {'KL(p‖q)':>16s} {'KL(q‖p)':>16s}   (Monte Carlo ± standard error)")
+print(f"{'fit':18s} {'m':>6s} {'s':>6s} {'KL(p‖q)':>16s} {'KL(q‖p)':>16s}   (Monte Carlo ± standard error)")
 kls = {}
 for name, q in fits.items():
     forward, forward_se = monte_carlo_kl(target, q, MC_SAMPLES)
     reverse, reverse_se = monte_carlo_kl(q, target, MC_SAMPLES)
     kls[name] = forward.item(), reverse.item()
     print(
-        f"{name:8s} {q.loc.item():6.3f} {q.scale.item():6.3f}"
+        f"{name:18s} {q.loc.item():6.3f} {q.scale.item():6.3f}"
         f" {forward:9.3f} ± {forward_se:.3f} {reverse:9.3f} ± {reverse_se:.3f}"
     )
 
+print(
+    f"theory: forward optimum m = 0, s = √(half² + scale²) = {math.sqrt(half**2 + scale**2):.3f}; "
+    f"reverse optima m = ±{half}, s ≈ {scale}, reverse KL ≈ log 2 = {math.log(2):.3f}"
+)
 # forward KL matches the moments of p; reverse KL sits on one mode (tolerance 0.1: SGD noise is ~0.02)
-assert abs(fits["forward"].loc) < 0.1 and abs(fits["forward"].scale - math.sqrt(2**2 + 0.7**2)) < 0.1
-assert abs(fits["reverse"].loc - 2.0) < 0.1 and abs(fits["reverse"].scale - 0.7) < 0.1
+assert abs(fits["forward"].loc) < 0.1 and abs(fits["forward"].scale - math.sqrt(half**2 + scale**2)) < 0.1
+assert abs(fits["reverse"].loc - half) < 0.1 and abs(fits["reverse"].scale - scale) < 0.1
+assert abs(fits["reverse, start −1"].loc + half) < 0.1 and abs(fits["reverse, start −1"].scale - scale) < 0.1
 # each fit wins in the direction it minimized
 assert kls["forward"][0] < kls["reverse"][0] and kls["reverse"][1] < kls["forward"][1]
 
@@ -102,10 +191,13 @@ z = torch.linspace(-6, 6, 601)
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.fill_between(z, target.log_prob(z).exp(), color="grey", alpha=0.35, label="target p: mixture of two Gaussians")
 ax.plot(z, fits["forward"].log_prob(z).exp(), lw=2, label="argmin KL(p‖q), forward: covers both modes")
-ax.plot(z, fits["reverse"].log_prob(z).exp(), lw=2, label="argmin KL(q‖p), reverse: seeks one mode")
+ax.plot(z, fits["reverse"].log_prob(z).exp(), lw=2, label="argmin KL(q‖p) from m = +1: the right mode")
+ax.plot(
+    z, fits["reverse, start −1"].log_prob(z).exp(), lw=2, ls="--", label="argmin KL(q‖p) from m = −1: the left mode"
+)
 ax.set_xlabel("z")
 ax.set_ylabel("density")
-ax.set_ylim(0, 0.65)
+ax.set_ylim(0, 0.75)
 ax.legend(loc="upper left", fontsize=8)
 plt.show()
 
@@ -133,28 +225,34 @@ def random_gaussians(n):
     return loc, L @ L.mT + 0.1 * torch.eye(k, dtype=torch.float64)
 
 
-loc1, cov1 = random_gaussians(NUM_PAIRS)
-loc2, cov2 = random_gaussians(NUM_PAIRS)
-kl_pairs = gaussian_kl(loc1, cov1, loc2, cov2)  # (NUM_PAIRS,)
-kl_self = gaussian_kl(loc1, cov1, loc1, cov1)  # (NUM_PAIRS,)
+loc1_pairs, cov1_pairs = random_gaussians(NUM_PAIRS)
+loc2_pairs, cov2_pairs = random_gaussians(NUM_PAIRS)
+kl_pairs = gaussian_kl(loc1_pairs, cov1_pairs, loc2_pairs, cov2_pairs)  # (NUM_PAIRS,)
+kl_self = gaussian_kl(loc1_pairs, cov1_pairs, loc1_pairs, cov1_pairs)  # (NUM_PAIRS,)
 
 # one Gaussian against copies nudged by ε along a fixed direction (mean and covariance)
 (dloc,), (dcov,) = random_gaussians(1)
 eps = torch.logspace(0, -4, 9, dtype=torch.float64)
-kl_eps = torch.stack([gaussian_kl(loc1[0], cov1[0], loc1[0] + e * dloc, cov1[0] + e * dcov) for e in eps])
+kl_eps = torch.stack(
+    [gaussian_kl(loc1_pairs[0], cov1_pairs[0], loc1_pairs[0] + e * dloc, cov1_pairs[0] + e * dcov) for e in eps]
+)
 slope = (kl_eps[-1].log() - kl_eps[-2].log()) / (eps[-1].log() - eps[-2].log())
 
 print(f"{NUM_PAIRS} random pairs: smallest KL {kl_pairs.min():.4f}, median {kl_pairs.median():.2f} nats")
-print(f"KL of each Gaussian with itself: largest |KL| {kl_self.abs().max():.1e}")
+print(f"KL of each Gaussian with itself: largest |KL| {kl_self.abs().max():.1e} (float64 round-off)")
 print(f"KL after a nudge of ε = 1e-4: {kl_eps[-1]:.2e}; log-log slope {slope:.3f} (KL ∝ ε²)")
 assert (kl_pairs > 0).all()
 assert kl_self.abs().max() < 1e-10  # float64 round-off
 assert (kl_eps > 0).all() and abs(slope - 2) < 0.05
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-ax1.hist(kl_pairs.log10(), bins=40, color="C0")
-ax1.set_xlabel("log₁₀ KL(p‖q) of random pairs")
+upper = kl_pairs.quantile(0.9).item()
+ax1.hist(kl_pairs.clamp(max=upper), bins=40, range=(-0.05 * upper, upper), color="C0", label="random pairs")
+ax1.hist(kl_self, bins=40, range=(-0.05 * upper, upper), color="C1", label="each Gaussian with itself")
+ax1.axvline(0, color="k", lw=1)
+ax1.set_xlabel("KL(p‖q), nats (the top 10% piled up at the right edge)")
 ax1.set_ylabel("pairs")
+ax1.legend(fontsize=8)
 ax2.loglog(eps, kl_eps, "o-", label="KL(N(μ, Σ) ‖ N(μ + εδ, Σ + εΔ))")
 ax2.loglog(eps, kl_eps[-1] * (eps / eps[-1]) ** 2, "k--", lw=1, label="∝ ε²")
 ax2.set_xlabel("ε")
@@ -174,8 +272,10 @@ plt.show()
 # the formula as above; and with `torch.distributions.kl_divergence`, which is what library code should use. Then we
 # estimate it with no formula at all, by Monte Carlo: KL(p‖q) ≈ mean of log p(z) − log q(z) over z ~ p.
 #
-# The formula is easy to get subtly wrong on a slide. Each variant below is a mistake that has been seen in the wild;
-# Monte Carlo, which knows no formula, tells them apart from the right one by many standard errors.
+# The formula is easy to get subtly wrong on a slide. Each variant below is a mistake that has been seen in the wild.
+# The lecture's own slide prints the log-determinant ratio upside down, log(det Σ₁ / det Σ₂); we name that variant
+# **the lecture's misprint**. Monte Carlo, which knows no formula, tells every variant apart from the right one by
+# many standard errors; and the misprint is not even a divergence: it goes negative.
 
 # %%
 k = 3
@@ -211,7 +311,7 @@ mistakes = {
     "+k instead of −k": 0.5 * (trace_term + mahalanobis + k + log_det_ratio),
     "½ on the trace only": 0.5 * trace_term + mahalanobis - k + log_det_ratio,
     "½ forgotten": trace_term + mahalanobis - k + log_det_ratio,
-    "det Σ₁ / det Σ₂ (upside down)": 0.5 * (trace_term + mahalanobis - k - log_det_ratio),
+    "lecture's misprint: det Σ₁/det Σ₂": 0.5 * (trace_term + mahalanobis - k - log_det_ratio),
     "Σ₁⁻¹ in the Mahalanobis term": 0.5 * (trace_term + diff @ torch.linalg.inv(cov1) @ diff - k + log_det_ratio),
 }
 print(f"{'formula':32s} {'value':>8s}   distance from Monte Carlo")
@@ -220,6 +320,27 @@ for name, value in mistakes.items():
     z_score = (value - mc) / mc_se
     print(f"{name:32s} {value:8.4f}   {z_score:+7.1f} standard errors")
     assert abs(z_score) > 5, name
+
+
+def misprinted_kl(loc1, cov1, loc2, cov2):
+    # the lecture's misprint: gaussian_kl with log(det Σ₁ / det Σ₂) in place of log(det Σ₂ / det Σ₁)
+    log_det_ratio = torch.logdet(cov2) - torch.logdet(cov1)
+    return gaussian_kl(loc1, cov1, loc2, cov2) - log_det_ratio
+
+
+misprint = misprinted_kl(mu1, cov1, mu2, cov2)
+print(f"\nthe lecture's misprint − torch's KL here: {misprint - reference:+.4f} nats (= −log det Σ₂/det Σ₁)")
+misprint_pairs = misprinted_kl(loc1_pairs, cov1_pairs, loc2_pairs, cov2_pairs)
+error = misprint_pairs - kl_divergence(
+    MultivariateNormal(loc1_pairs, cov1_pairs), MultivariateNormal(loc2_pairs, cov2_pairs)
+)
+print(
+    f"on the {NUM_PAIRS} random pairs of part (b): error median {error.median():+.2f}, largest |error| "
+    f"{error.abs().max():.2f} nats; the misprint is negative for {(misprint_pairs < 0).float().mean():.1%} of them"
+)
+torch.testing.assert_close(
+    misprinted_kl(mu1, cov1, mu1, cov1), torch.zeros((), dtype=torch.float64), rtol=0, atol=1e-10
+)
 
 # %% [markdown]
 # ## (d) The ELBO identity
@@ -260,7 +381,8 @@ for name, q in guides.items():
     reconstruction, prior_kl = lg.expected_log_likelihood(x, q), lg.prior_kl(x, q)
     left, right = log_px - posterior_kl, reconstruction - prior_kl
     print(
-        f"{name:8s} {log_px.mean():9.4f} {posterior_kl.mean():13.4f} {left.mean():10.4f} = "
+        # KL ≥ 0: at the exact guide float64 round-off can leave −1e-16, printed as 0
+        f"{name:8s} {log_px.mean():9.4f} {max(posterior_kl.mean().item(), 0.0):13.4f} {left.mean():10.4f} = "
         f"{reconstruction.mean():15.4f} {prior_kl.mean():11.4f} {right.mean():9.4f}"
     )
     torch.testing.assert_close(left, right, rtol=1e-10, atol=1e-9)  # the identity, per datapoint (float64)
@@ -318,8 +440,8 @@ assert abs(pyro_elbo - exact_elbo) < 5 * pyro_se
 # `pyro_vae.evaluate.importance_log_px` computes it, and notebook 02 uses it to measure how loose a VAE's ELBO is.
 #
 # - With the **exact** guide every weight p(x, z)/q(z|x) equals p(x), so the estimate is exact at any K.
-# - The **wide** guide reaches log p(x) after about a hundred draws: a proposal wider than the target is what
-#   importance sampling likes. (K = 1 is a one-draw ELBO, so that row is noisy.)
+# - The **wide** guide reaches log p(x) after few draws (the cell after the table says how many): a proposal wider
+#   than the target is what importance sampling likes. (K = 1 is a one-draw ELBO, so that row is noisy.)
 # - The **narrow** guide has a *smaller* ELBO gap than the wide one, yet converges far more slowly: its draws rarely
 #   reach the tails of p(z|x), where the large weights live. A mode-seeking (reverse-KL) fit tends to be narrow,
 #   which is why a VAE's importance-sampled log p(x) needs many samples.
@@ -332,6 +454,19 @@ print(f"{'K':>6s} " + " ".join(f"{name:>8s}" for name in guides) + f"   (log p(x
 for i, K in enumerate(IS_KS):
     print(f"{K:6d} " + " ".join(f"{is_means[name][i]:8.4f}" for name in guides))
 
+close = {
+    name: next((K for K, v in zip(IS_KS, is_means[name]) if abs(v - log_px.mean()) < 0.05), None)
+    for name in ("wide", "narrow")
+}
+display(
+    Markdown(
+        "Smallest K in the table whose estimate is within 0.05 nats of log p(x): "
+        + ", ".join(
+            f"{name} guide {'K = ' + str(K) if K else f'none up to K = {IS_KS[-1]}'}" for name, K in close.items()
+        )
+        + "."
+    )
+)
 # the exact guide: every weight equals p(x), so the estimate is exact for any K
 torch.testing.assert_close(importance_log_px(lg.model, exact, x, num_samples=7), log_px, rtol=1e-8, atol=1e-8)
 # K = 1 is a one-draw ELBO: unbiased, so within 5 standard errors of the exact ELBO
@@ -357,10 +492,13 @@ plt.show()
 # %% [markdown]
 # ## Summary
 #
-# - KL(p‖q) ≠ KL(q‖p): forward KL covers modes, reverse KL seeks one. Variational inference uses the reverse one.
+# - Maximum likelihood minimizes KL(p_data‖p_θ): the two differ by the entropy of the data, a constant.
+# - KL(p‖q) ≠ KL(q‖p): forward KL covers modes, reverse KL seeks one, and has one optimum per mode. Variational
+#   inference uses the reverse one.
 # - KL ≥ 0, with equality only at p = q; so the ELBO is a lower bound on log p(x), tight only at q = p(z|x).
 # - The Gaussian closed form ½[tr(Σ₂⁻¹Σ₁) + (μ₂−μ₁)ᵀΣ₂⁻¹(μ₂−μ₁) − k + log(det Σ₂/det Σ₁)] matches torch and
-#   Monte Carlo; moving the ½ or the sign of k does not.
+#   Monte Carlo; moving the ½, the sign of k, or turning the determinant ratio upside down (the lecture's misprint)
+#   does not.
 # - log p(x) − KL(q‖p(z|x)) = E_q[log p(x|z)] − KL(q‖p(z)), datapoint by datapoint. Monte Carlo estimates of the
 #   right side agree with it, and importance sampling with K draws climbs from the ELBO to log p(x).
 #

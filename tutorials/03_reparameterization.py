@@ -46,6 +46,37 @@
 # `diag` and `diag-score` are the same family, q(z|x) = N(μ(x), diag σ²(x)), with the same parameters; only the
 # gradient estimator differs. The testbed is the linear-Gaussian model of notebook 01, where the exact ELBO and
 # its exact gradient are known, so every estimate can be checked against the truth.
+#
+# **Run it**: `python tutorials/run.py 03` executes it in full and saves the outputs into the `.ipynb`;
+# `python tutorials/run.py 03 --smoke` (or `PYRO_VAE_SMOKE=1` in Jupyter's environment) runs it with tiny
+# sizes. The cell below says how long each took.
+
+# %%
+# The cost of this notebook, as measured by tutorials/run.py (which records it in tutorials/timings.json)
+import json
+import warnings
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by pyro, without ipywidgets
+import pyro_vae
+
+TIMINGS = Path(pyro_vae.__file__).resolve().parents[1] / "tutorials" / "timings.json"
+cost = json.loads(TIMINGS.read_text()).get("03_reparameterization", {}) if TIMINGS.exists() else {}
+display(
+    Markdown(
+        "**Cost** (wall time of the last `tutorials/run.py` run): "
+        + (
+            "; ".join(
+                f"{mode} run {t['seconds']:.0f} s on {t['cpus']} CPU cores, {t['threads']} threads, "
+                f"load average {t['load_1min']:.1f} ({t['date']})"
+                for mode, t in sorted(cost.items())
+            )
+            or "not measured yet"
+        )
+    )
+)
 
 # %%
 import math
@@ -54,6 +85,7 @@ import os
 import matplotlib.pyplot as plt
 import pyro
 import torch
+from IPython.display import Markdown, display
 from pyro.infer import SVI
 
 from pyro_vae.elbos import build_elbo
@@ -61,12 +93,12 @@ from pyro_vae.linear_gaussian import LinearGaussian, amortized_guide, fit_guide
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: small sizes, the same asserts
 N_POINTS = 100  # datapoints x
-DRAWS = 200 if SMOKE else 2000  # gradient draws per estimator, one particle, for the means and histograms
-PARTICLES = [1, 8, 64] if SMOKE else [1, 2, 4, 8, 16, 32, 64]  # K for the variance-vs-K plot
-VARIANCE_DRAWS = 100 if SMOKE else 400  # gradient draws per (estimator, K)
-STEPS = 500 if SMOKE else 3000  # SVI steps of each training curve
+DRAWS = 100 if SMOKE else 1000  # gradient draws per estimator, one particle, for the means and histograms
+PARTICLES = [1, 8, 64] if SMOKE else [1, 4, 16, 64]  # K for the variance-vs-K plot
+VARIANCE_DRAWS = 60 if SMOKE else 200  # gradient draws per (estimator, K)
+STEPS = 400 if SMOKE else 2000  # SVI steps of each training curve
 LR = 0.01  # Adam learning rate of the training curves
-OPTIMUM_STEPS = 600 if SMOKE else 1500  # SVI steps (stl, lr 0.05) to reach the optimum of a family
+OPTIMUM_STEPS = 600 if SMOKE else 1000  # SVI steps (stl, lr 0.05) to reach the optimum of a family
 WARMUP = 30  # draws discarded first, so that tracegraph's decaying-average baseline has settled (0.9³⁰ = 4%)
 
 torch.set_num_threads(1)  # the testbed's tensors are tiny: threads only add overhead (10× on a busy 2-core machine)
@@ -146,7 +178,7 @@ print(
     f"\nthe score function's variance is {ratio:.0f}× the pathwise one's: to match one pathwise draw it must "
     f"average about {ratio:.0f} draws"
 )
-assert ratio > 10  # 80–90 here; the estimate from M draws is good to tens of percent
+assert ratio > 10  # the estimate from M draws is good to tens of percent; the ratio is far above 10
 
 # %% [markdown]
 # The histograms show the draws for two of the 24 coordinates: the gradient with respect to the offset of μ₁ (the
@@ -179,8 +211,8 @@ plt.show()
 # as the variance ratio above to match a *single* pathwise draw.
 #
 # The tolerance: a variance estimated from M draws has a relative standard error of about √(2/M) for Gaussian
-# draws (14% at M = 100), more for heavy-tailed ones. A least-squares slope through the points spread over
-# log K ∈ [0, log 64] then has a standard error of about 0.05 (0.1 for heavy tails); we assert within 0.25 of −1.
+# draws, more for heavy-tailed ones. A least-squares slope through the points spread over
+# log K ∈ [0, log 64] then has a standard error far below 0.25 for the M used here; we assert within 0.25 of −1.
 
 # %%
 variance_k = {
@@ -258,12 +290,24 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# Two phases. Far from the optimum the pathwise gradient, which knows the slope ∂f/∂z, gets within 1 nat of the
-# floor in about 130 steps, the score function with a baseline in about 200 and without one in about 330. Near the
-# optimum the order changes. After 3,000 steps the plain score function still wanders about 0.3 nats above the floor,
-# and plain `trace` with the `diag` head stalls around 10⁻² nats, jittering at a noise floor of its own; the score
-# function with a baseline and `stl` keep descending, below 10⁻³ nats. Why is the subject of the last section. (In
-# smoke mode, 500 steps, only the first phase is visible.)
+# Two phases. Far from the optimum the pathwise gradient, which knows the slope ∂f/∂z, gets within 1 nat of the floor
+# first (the table's "steps to 1 nat"). Near the optimum the order can change: plain `trace` with the `diag` head
+# keeps jittering at a noise floor of its own, while the score function with a baseline and `stl` can keep descending.
+# The cell below reads the end of each curve; why `trace` stalls is the subject of the last section. (In smoke mode
+# the curves are short, and only the first phase is visible.)
+
+# %%
+ends = {label: c[-20:].mean().item() for label, c in curves.items()}
+order = sorted(steps_to_1_nat, key=lambda label: steps_to_1_nat[label] or STEPS + 1)
+display(
+    Markdown(
+        "Steps to get within 1 nat of the floor, fastest first: "
+        + ", ".join(f"{label} {steps_to_1_nat[label] or f'not within {STEPS}'}" for label in order)
+        + f". After {STEPS} steps (mean of the last 20), KL − floor is "
+        + ", ".join(f"{ends[label]:.1e} for {label}" for label in sorted(ends, key=ends.get))
+        + " nats."
+    )
+)
 
 # %% [markdown]
 # ## Sticking the landing
@@ -317,12 +361,22 @@ assert at_optimum["score function + baseline"] < 0.05 * at_optimum["score functi
 # ## Summary
 #
 # - Score-function and pathwise gradients of the ELBO are both unbiased; at the same φ the score function's draws
-#   have 80–90 times the pathwise variance here, and a baseline divides that by about four.
+#   have a far larger variance than the pathwise ones, and a baseline removes part of it (the cell below says how
+#   much, in this run).
 # - K particles divide every estimator's variance by K; they do not change the ordering.
 # - The pathwise estimator reaches the optimum's neighbourhood in fewer steps. Near the optimum, Pyro's plain
 #   `trace` gradient keeps a noise floor from the score term ∇_φ log q; `stl` drops it, and its variance vanishes
 #   at q = p(z|x).
 #
+# %%
+display(
+    Markdown(
+        f"In this run the score function's variance was {ratio:.0f}× the pathwise one's at the start, and the "
+        f"baseline divided it by {variance['score function'] / variance['score function + baseline']:.1f}."
+    )
+)
+
+# %% [markdown]
 # Pyro uses the pathwise gradient automatically for every distribution with `rsample`, which is why `pyro_vae`'s
 # default guide is reparameterized; `diag-score` and `tracegraph` exist only to show the difference. Notebook 05
 # measures the same variance, as a signal-to-noise ratio, for the estimators of a trained VAE on MNIST.
