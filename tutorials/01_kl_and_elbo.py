@@ -89,6 +89,12 @@ IS_KS = [1, 10, 100, 1000] if SMOKE else [1, 3, 10, 30, 100, 300, 1000, 3000, 10
 
 pyro.set_rng_seed(0)
 
+
+def num(value, digits):
+    # round first, then add 0.0: a value that rounds to zero prints as 0.000, not -0.000
+    return round(float(value), digits) + 0.0
+
+
 # %% [markdown]
 # ## (0) Maximum likelihood is minimum KL(p_data‖p_θ)
 #
@@ -117,12 +123,15 @@ kl_grid = torch.stack(
 offset = kl_grid - nll  # −H(p_data) for every m
 print(f"KL(p_data‖p_θ) − average NLL over {len(means)} values of m: {offset.min():.4f} … {offset.max():.4f}")
 print(f"−H(p_data), Monte Carlo on the same draws: {-entropy:.4f}")
-print(f"argmin over the grid: of the NLL m = {means[nll.argmin()]:.2f}, of the KL m = {means[kl_grid.argmin()]:.2f}")
+print(
+    f"argmin over the grid: of the NLL m = {num(means[nll.argmin()], 2)}, "
+    f"of the KL m = {num(means[kl_grid.argmin()], 2)}"
+)
 
 ml = samples.mean(), samples.std(unbiased=False)  # the maximum-likelihood Gaussian, in closed form
 by_kl = fit_gaussian(target, "forward", steps=FIT_STEPS)
-print(f"maximum likelihood (closed form): m = {ml[0]:.3f}, s = {ml[1]:.3f}")
-print(f"argmin KL(p_data‖q) by SGD:       m = {by_kl.loc:.3f}, s = {by_kl.scale:.3f}")
+print(f"maximum likelihood (closed form): m = {num(ml[0], 3):.3f}, s = {ml[1]:.3f}")
+print(f"argmin KL(p_data‖q) by SGD:       m = {num(by_kl.loc, 3):.3f}, s = {by_kl.scale:.3f}")
 torch.testing.assert_close(offset, torch.full_like(offset, -entropy.item()), rtol=0, atol=1e-4)  # float32 sums
 assert nll.argmin() == kl_grid.argmin()
 # SGD noise of the fit is ~0.02 and the sampling error of the ML estimate ~2/√N: 0.1 is generous for both
@@ -171,7 +180,7 @@ for name, q in fits.items():
     reverse, reverse_se = monte_carlo_kl(q, target, MC_SAMPLES)
     kls[name] = forward.item(), reverse.item()
     print(
-        f"{name:18s} {q.loc.item():6.3f} {q.scale.item():6.3f}"
+        f"{name:18s} {num(q.loc, 3):6.3f} {q.scale.item():6.3f}"
         f" {forward:9.3f} ± {forward_se:.3f} {reverse:9.3f} ± {reverse_se:.3f}"
     )
 

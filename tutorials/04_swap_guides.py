@@ -84,11 +84,11 @@ from pyro_vae.linear_gaussian import LinearGaussian, fit_guide
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: tiny sizes, the same code path
 GUIDES = ["diag", "fullcov", "iaf"]
-FIT_STEPS = 500 if SMOKE else 1500  # SVI steps of each guide on the linear-Gaussian testbed
+FIT_STEPS = 500 if SMOKE else 800  # SVI steps of each guide on the linear-Gaussian testbed
 MC_PARTICLES = 500 if SMOKE else 2000  # draws per datapoint for the Monte Carlo KL of the iaf guide on the testbed
-EPOCHS = 1 if SMOKE else 30  # MNIST-5k epochs per guide
+EPOCHS = 1 if SMOKE else 6  # MNIST-5k epochs per guide: a short budget, raise it for better models
 SUBSET = (500, 200) if SMOKE else None  # (train, test) images kept in smoke mode
-EVAL_K = 10 if SMOKE else 1000  # importance samples per test image for IS log p(x)
+EVAL_K = 10 if SMOKE else 200  # importance samples per test image for IS log p(x)
 
 RUNS = Path(tempfile.mkdtemp(prefix="04_swap_guides-"))  # fit writes a run folder per guide; a fresh one per execution
 

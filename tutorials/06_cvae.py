@@ -82,8 +82,8 @@ from pyro_vae.evaluate import elbo_terms
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: tiny sizes, the same code path
 DATASET = "mnist-5k"  # "svhn" downloads SVHN (needs internet): colour 32×32 digits, conv nets, Gaussian pixels
-EPOCHS = 1 if SMOKE else 20  # per prior
-EVAL_K = 10 if SMOKE else 500  # importance samples per test image for log p(x|y); K/10 per class to classify
+EPOCHS = 1 if SMOKE else 6  # per prior: a short budget, raise it for better models
+EVAL_K = 10 if SMOKE else 100  # importance samples per test image for log p(x|y); K/10 per class to classify
 SUBSET = (500, 200) if SMOKE else None  # (train, test) images kept in smoke mode
 RUNS = Path(tempfile.mkdtemp(prefix="06_cvae-"))  # fit writes a run folder per prior; a fresh one per execution
 

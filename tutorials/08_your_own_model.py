@@ -81,10 +81,10 @@ from pyro_vae.guides import GUIDES, register_guide
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # tiny sizes, the same code path
 SUBSET = (500, 200) if SMOKE else None  # (train, test) images kept in smoke mode
-EPOCHS = 1 if SMOKE else 25  # both 2-D models of part 1
+EPOCHS = 1 if SMOKE else 6  # both 2-D models of part 1: a short budget, raise it for better models
 COMPONENTS = 10  # mixture components of the prior
-EVAL_K = 10 if SMOKE else 500  # importance samples per test image
-COMPARE_EPOCHS = 1 if SMOKE else 10  # each cell of part 2
+EVAL_K = 10 if SMOKE else 100  # importance samples per test image
+COMPARE_EPOCHS = 1 if SMOKE else 3  # each cell of part 2
 HIDDEN = (32,) if SMOKE else (400,)  # hidden widths of every network here
 RUNS = tempfile.mkdtemp(prefix="08_your_own_model-")
 

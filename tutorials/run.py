@@ -5,6 +5,7 @@ Usage, from the repository root::
     python tutorials/run.py 03            # full run of 03_*.py, outputs saved into 03_*.ipynb
     python tutorials/run.py 01 02 --smoke # smoke mode (PYRO_VAE_SMOKE=1): tiny sizes, nothing saved
     python tutorials/run.py all --smoke   # every tutorial in smoke mode
+    python tutorials/run.py all --cost    # only re-execute each saved notebook's cost cell (after new timings)
 
 Each run executes the script's cells in a fresh ``python3`` kernel, in a temporary working directory (so run
 folders never land in the repository), with ``OMP_NUM_THREADS`` set by ``--threads``. Its wall time and the
@@ -94,9 +95,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("tutorials", nargs="+", help="numbers (03), stems (03_reparameterization) or all")
     parser.add_argument("--smoke", action="store_true", help="PYRO_VAE_SMOKE=1: tiny sizes; the notebook is not saved")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the kernel (default: unset)")
+    parser.add_argument("--cost", action="store_true", help="only re-execute the saved notebooks' cost cells")
     args = parser.parse_args(argv)
     paths = [p for key in args.tutorials for p in find(key)]
     kernel_environment(args.smoke, args.threads)
+    if args.cost:
+        for path in paths:
+            notebook = path.with_suffix(".ipynb")
+            nb = jupytext.read(notebook)
+            rerender_cost_cell(nb)
+            jupytext.write(nb, notebook)
+            print(f"{notebook.name}: cost cell re-executed", flush=True)
+        return
     mode = "smoke" if args.smoke else "full"
     for path in paths:
         nb = jupytext.read(path)
