@@ -20,8 +20,9 @@ TUTORIALS = ROOT / "tutorials"
 SCRIPTS = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
 NOTEBOOKS = sorted(TUTORIALS.glob("[0-9][0-9]_*.ipynb"))
 
-# a KL printed as negative: "KL" followed, with no digit in between, by a minus sign and a digit
-NEGATIVE_KL = re.compile(r"KL[^\d\n\-−]{0,40}[\-−]\d")
+# a KL printed as negative: "KL" followed, with no digit in between, by a minus sign and a digit (but not the
+# ELBO after a label "reconstruction − KL")
+NEGATIVE_KL = re.compile(r"(?<![\-−] )KL[^\d\n\-−]{0,40}[\-−]\d")
 # "-0.0000 ± 0.0000": round-off printed with a sign, and an error that says nothing
 NEGATIVE_ZERO = re.compile(r"(?<![\w.])[\-−]0\.0+ ± 0\.0+(?![\d.]*[1-9])")
 
@@ -74,6 +75,7 @@ def test_committed_outputs_are_clean(path):
 def test_the_output_checks_catch_what_they_should():
     assert NEGATIVE_KL.search("KL(q‖p(z))   -8.1e-17") and NEGATIVE_KL.search("mean KL −0.2")
     assert not NEGATIVE_KL.search("KL 24.25, ELBO -111.01") and not NEGATIVE_KL.search("KL(p‖q) 0.69")
+    assert not NEGATIVE_KL.search("test ELBO = reconstruction − KL      -117.89 ± 0.94")
     assert NEGATIVE_ZERO.search("-0.0000 ± 0.0000") and not NEGATIVE_ZERO.search("-0.0012 ± 0.0000, 0.0000 ± 0.0000")
 
 
