@@ -338,7 +338,10 @@ def misprinted_kl(loc1, cov1, loc2, cov2):
 
 
 misprint = misprinted_kl(mu1, cov1, mu2, cov2)
-print(f"\nthe lecture's misprint − torch's KL here: {misprint - reference:+.4f} nats (= −log det Σ₂/det Σ₁)")
+print(
+    f"\nthe lecture's misprint gives {misprint:.4f} nats where torch gives {reference:.4f}: "
+    f"an error of {misprint - reference:+.4f} (= −log det Σ₂/det Σ₁)"
+)
 misprint_pairs = misprinted_kl(loc1_pairs, cov1_pairs, loc2_pairs, cov2_pairs)
 error = misprint_pairs - kl_divergence(
     MultivariateNormal(loc1_pairs, cov1_pairs), MultivariateNormal(loc2_pairs, cov2_pairs)
