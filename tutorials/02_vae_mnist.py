@@ -20,8 +20,9 @@
 # written side by side, `pyro.module`, `pyro.plate`, `.to_event(1)`, and why the guide is *amortized*. We train the
 # pair first with a bare Pyro `SVI` loop, then with `pyro_vae.fit`, which runs the same step with one fused optimizer,
 # and read the numbers: the test ELBO, its two terms, and an importance-sampled estimate of log p(x) (notebook 01
-# derives them on a model where they are known exactly). Last, we put a plain autoencoder with the same networks beside the VAE in a
-# two-dimensional latent space: where the codes lie, and what decoding draws from N(0, I) gives each.
+# derives them on a model where they are known exactly). Last, we put a plain autoencoder with the same networks
+# beside the VAE in a two-dimensional latent space: where the codes lie, and what decoding draws from N(0, I) gives
+# each.
 #
 # **Run it**: `python tutorials/run.py 02` executes it in full and saves the outputs into the `.ipynb`;
 # `python tutorials/run.py 02 --smoke` (or `PYRO_VAE_SMOKE=1` in Jupyter's environment) runs it with tiny
