@@ -23,7 +23,6 @@ from pathlib import Path
 from .io import atomic_write_text
 
 MODEL_NAMES = ("vae", "cvae", "ssvae")  # built by pyro_vae.train.MODELS
-PRIORS = ("learned", "standard")  # p(z|y) of the cvae
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -136,7 +135,9 @@ class ModelConfig:
     )
     net: str = option("mlp", "encoder/decoder networks", choices=_registry("nets", "NETS"))
     prior: str | None = option(
-        None, "p(z|y) of --model cvae: learned per class or N(0, I) (default learned)", choices=PRIORS
+        None,
+        "p(z|y) of --model cvae: learned per class, a learned mixture per class, or N(0, I) (default learned)",
+        choices=_registry("cvae", "PRIORS"),
     )
 
 

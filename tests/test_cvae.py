@@ -170,9 +170,9 @@ def test_fit_refuses_bad_labels(tmp_path):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("prior", "learned", "prior applies to model 'cvae' only .* with model 'vae'; drop --prior"),
-        ("prior", "flat", "unknown prior 'flat'; choose one of learned, standard"),
-        ("model", "gan", "unknown model 'gan'; choose one of vae, cvae, ssvae"),
+        ("prior", "learned", "prior applies to model 'cvae' only .* with model 'vae'; drop it or use model 'cvae'"),
+        ("prior", "flat", "prior must be one of learned, standard, mixture, got 'flat'"),
+        ("model", "gan", "model must be one of vae, cvae, ssvae, got 'gan'"),
     ],
 )
 def test_bad_model_config(tmp_path, field, value, message):

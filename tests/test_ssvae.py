@@ -270,7 +270,7 @@ def test_ssvae_resume_equals_uninterrupted(tmp_path):
         ({"labels": 5}, r"labels must be at least the number of classes \(10\) so that every class keeps a label"),
         ({"labels": 4001}, r"labels must be at most the number of training images \(4000\), got 4001"),
         ({"elbo": "iwae"}, "model 'ssvae' trains with TraceEnum_ELBO, which enumerates y; use --elbo trace"),
-        ({"model": "vae"}, "labels applies to model 'ssvae' only .* drop --labels or use --model ssvae"),
+        ({"model": "vae"}, "labels applies to model 'ssvae' only .* drop it or use model 'ssvae'"),
         ({"prior": "learned"}, "prior applies to model 'cvae' only .* with model 'ssvae'"),
     ],
 )
