@@ -201,6 +201,7 @@ class CVAE(ConditionalModel):
         per class) or ``"standard"`` (N(0, I)).
     :param int prior_components: mixture components per class, for ``prior="mixture"`` (default 30).
     :param float kl_weight: w, the weight of KL(q(z|x, y) ‖ p(z|y)) in the training loss (default 2).
+    :param bool cond_every_layer: feed y to every decoder layer (default True).
 
     Why these defaults: a class-conditional sample is the decoder's answer to a z drawn from
     p(z|y). The encoder sees x, where the class is visible, so z carries the class (with a learned
@@ -208,16 +209,24 @@ class CVAE(ConditionalModel):
     as much as from y; a z from p(z|y) in a region that no code of class y filled then decodes to
     another digit or a blend. A mixture per class covers the codes' clusters, and w = 2 charges
     for what z repeats of x's class. On MNIST-5k (100 epochs) the label fidelity rises from 0.79
-    (one Gaussian, w = 1) to 0.94 with 30 components and w = 2, and the IS log p(x|y) is unchanged
-    (−100.29 against −100.55).
+    (one Gaussian, w = 1, y at the decoder's input) to 0.947 (30 components, w = 2, y in every
+    decoder layer), and the IS log p(x|y) is unchanged (−100.40 against −100.55).
     """
 
     default_prior = "mixture"
 
-    def __init__(self, *args, prior: str = "mixture", prior_components: int = 30, kl_weight: float = 2.0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        prior: str = "mixture",
+        prior_components: int = 30,
+        kl_weight: float = 2.0,
+        cond_every_layer: bool = True,
+        **kwargs,
+    ):
         if prior not in PRIORS:
             raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
-        super().__init__(*args, kl_weight=kl_weight, **kwargs)
+        super().__init__(*args, kl_weight=kl_weight, cond_every_layer=cond_every_layer, **kwargs)
         self.prior_name = prior
         self.prior_net = None
         if prior == "learned":

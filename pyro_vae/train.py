@@ -175,6 +175,10 @@ MODELS: dict[str, ModelSpec] = {
             m.net,
             shape,
             prior=m.prior or "learned",
+            # the runs' settings until ModelConfig carries the CVAE's new options (its class defaults
+            # differ: mixture prior, KL weight 2, y in every decoder layer); runs written before still load
+            kl_weight=1.0,
+            cond_every_layer=False,
         ),
         _registry_elbo,
         lambda run: batches(run.data.epoch_train_x(), run.config.train.batch_size, run.data.train_y),

@@ -27,10 +27,12 @@ B, D, Z, K = 6, 784, 3, 10
 
 
 def gaussian_cvae(*args, **kwargs) -> CVAE:
-    """The CVAE with one learned Gaussian p(z|y) per class and the plain ELBO (KL weight 1), whose
-    terms have closed forms; the defaults (a mixture prior, KL weight 2) are tested below."""
+    """The CVAE with one learned Gaussian p(z|y) per class, the plain ELBO (KL weight 1) and y at the
+    decoder's input, whose terms have closed forms; the defaults (a mixture prior, KL weight 2, y
+    in every decoder layer) are tested below."""
     kwargs.setdefault("prior", "learned")
     kwargs.setdefault("kl_weight", 1.0)
+    kwargs.setdefault("cond_every_layer", False)
     return CVAE(*args, **kwargs)
 
 
