@@ -4,11 +4,10 @@ labelled subset, the baseline classifier, and a semi-supervised run on MNIST-5k.
 import math
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
+from conftest import DeltaHead
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
-from torch import nn
 
 from pyro_vae.config import RunConfig
 from pyro_vae.cvae import CVAE
@@ -28,17 +27,6 @@ from pyro_vae.train import fit, resume
 from pyro_vae.vae import VAE
 
 D, C, Z = 12, 3, 2
-
-
-class DeltaHead(nn.Module):
-    """q(z|x, y) = δ(z − μ(h)): a deterministic guide, so each ELBO term is exact arithmetic."""
-
-    def __init__(self, feature_dim, z_dim):
-        super().__init__()
-        self.loc = nn.Linear(feature_dim, z_dim)
-
-    def forward(self, h):
-        return dist.Delta(self.loc(h), event_dim=1)
 
 
 @pytest.fixture
