@@ -249,6 +249,13 @@ class ImageData:
                 "(give a folder one subfolder per class, or an .npz y_train and y_test)"
             )
 
+    def subset(self, n_train: int, n_test: int) -> ImageData:
+        """The first ``n_train`` training and ``n_test`` test images (e.g. for a quick run)."""
+        cut = {"train_store": self.train_store[:n_train], "test_store": self.test_store[:n_test]}
+        if self.train_y is not None:
+            cut.update(train_y=self.train_y[:n_train], test_y=self.test_y[:n_test])
+        return dataclasses.replace(self, **cut)
+
     def to(self, device: torch.device | str) -> ImageData:
         moved = {
             k: None if getattr(self, k) is None else getattr(self, k).to(device)

@@ -57,7 +57,6 @@ display(
 
 # %%
 # %matplotlib inline
-import dataclasses
 import inspect
 import math
 import os
@@ -90,10 +89,7 @@ RUNS = tempfile.mkdtemp(prefix="02_vae_mnist-")  # fit writes a run folder per t
 data = pyro_vae.load_dataset(DATASET)
 if SUBSET:
     n_train, n_test = SUBSET
-    data = dataclasses.replace(
-        data, train_x=data.train_x[:n_train], train_y=data.train_y[:n_train],
-        test_x=data.test_x[:n_test], test_y=data.test_y[:n_test],
-    )  # fmt: skip
+    data = data.subset(n_train, n_test)  # the first images of each set
 x_train, x_test = data.train_x, data.test_x  # (N, 784) grey levels in [0, 1]
 print(f"{DATASET}: {len(x_train):,} training and {len(x_test):,} test images of shape {data.image_shape}")
 

@@ -60,7 +60,6 @@ display(
 
 # %%
 # %matplotlib inline
-import dataclasses
 import math
 import os
 import tempfile
@@ -91,10 +90,7 @@ RUNS = tempfile.mkdtemp(prefix="08_your_own_model-")
 data = pyro_vae.load_dataset("mnist-5k")
 if SUBSET:
     n_train, n_test = SUBSET
-    data = dataclasses.replace(
-        data, train_x=data.train_x[:n_train], train_y=data.train_y[:n_train],
-        test_x=data.test_x[:n_test], test_y=data.test_y[:n_test],
-    )  # fmt: skip
+    data = data.subset(n_train, n_test)  # the first images of each set
 x_train, x_test = data.train_x, data.test_x
 print(f"mnist-5k: {len(x_train):,} training and {len(x_test):,} test images")
 
