@@ -37,6 +37,8 @@ def _add_option(p: argparse.ArgumentParser, opt: Option, help_default: str | Non
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         help_default = "" if default is None or default is False else f" (default {shown})"
     kw: dict = {"help": opt.meta["help"] + help_default, "dest": opt.name}
+    if opt.meta.get("metavar") is not None:
+        kw["metavar"] = opt.meta["metavar"]
     if opt.type is bool:
         p.add_argument(opt.flag, action="store_true", default=None, **kw)
         return
@@ -45,8 +47,6 @@ def _add_option(p: argparse.ArgumentParser, opt: Option, help_default: str | Non
     elif opt.type is tuple:
         n = opt.meta.get("length")
         kw.update(type=opt.item, nargs=n or "+")
-        if n == 2 and opt.name == "image_size":
-            kw["metavar"] = ("H", "W")
     else:
         kw["type"] = opt.type
         choices = opt.choices()

@@ -106,7 +106,11 @@ class DataConfig:
         None, "--model ssvae: keep N training labels, balanced per class (default all)", positive=True
     )
     image_size: tuple[int, ...] | None = option(
-        None, "folder, torchvision:NAME: resize every image to H W (default: as read)", positive=True, length=2
+        None,
+        "folder, torchvision:NAME: resize every image to H W (default: as read)",
+        positive=True,
+        length=2,
+        metavar=("H", "W"),
     )
     channels: int | None = option(
         None, "folder, torchvision:NAME: 1 (grey) or 3 (RGB) (default: grey unless an image has colour)", choices=(1, 3)
