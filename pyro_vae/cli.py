@@ -169,7 +169,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     if "accuracy" in f:
         line += f"; q(y|x) test accuracy {f['accuracy']:.4f} with {f['labels']} labels"
         line += f" (baseline classifier {f['baseline_accuracy']:.4f})"
+    if "label_fidelity" in f:
+        line += f"; {_fidelity_words(f)}"
     print(line)
+
+
+def _fidelity_words(f: dict) -> str:
+    """``label fidelity 0.947 (judge accuracy 0.975), label sensitivity 0.41``."""
+    return (
+        f"label fidelity {f['label_fidelity']:.3f} (judge accuracy {f['judge_accuracy']:.3f}), "
+        f"label sensitivity {f['label_sensitivity']:.3f}"
+    )
 
 
 def _read_evaluations(path: Path) -> dict:
@@ -190,7 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .config import DataConfig
     from .data import check_labels, load_data
     from .io import atomic_write_text
-    from .train import final_metrics, load_run
+    from .train import final_metrics, load_run, spec_of
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive integer, got {args.num_samples}")
@@ -217,6 +227,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             check_labels(data.test_y, run.vae.num_classes, n=len(data.test_images), name="test labels")
         pyro.set_rng_seed(args.seed)
         result = final_metrics(run.vae, data.test_x, args.num_samples, data.test_y)
+        result.update(spec_of(run.vae).data_metrics(run.vae, data, data_dir, run.config.train.fidelity_samples or 200))
         result.update(dataset=name, data_dir=data_dir, pixels=pixels, test_size=len(data.test_x))
         cond = "|y" if result.get("conditional") else ""
         print(f"{name} test set ({len(data.test_x)} images, {pixels} pixels), nats per image ± standard error:")
@@ -234,6 +245,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"  {f'generative accuracy, K={k}/class':32s} {result['generative_accuracy']:10.4f}")
         if "accuracy" in result:
             print(f"  {'q(y|x) accuracy':32s} {result['accuracy']:10.4f}")
+        if "label_fidelity" in result:
+            per_class = " ".join(f"{v:.2f}" for v in result["label_fidelity_per_class"])
+            n = result["fidelity_samples_per_class"]
+            print(
+                f"  {'label fidelity':32s} {result['label_fidelity']:10.4f}   (per class {per_class}; {n} samples each)"
+            )
+            print(f"  {'  judge test accuracy':32s} {result['judge_accuracy']:10.4f}")
+            print(f"  {'label sensitivity':32s} {result['label_sensitivity']:10.4f}")
         previous[f"{name}|{data_dir}|{pixels}|K={args.num_samples}"] = result
         atomic_write_text(path, json.dumps(previous, indent=2) + "\n")
 

@@ -166,6 +166,11 @@ class TrainConfig:
     class_weight: float = option(
         1.0, "--model ssvae: α; each labelled image's −log q(y|x) weighs α·N/N_labelled", minimum=0
     )
+    fidelity_samples: int = option(
+        200,
+        "--model cvae, ssvae: samples per class for the label fidelity at the end (a CNN judge reads them); 0 = skip",
+        minimum=0,
+    )
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -24,6 +24,8 @@ from .io import atomic_write
 
 JUDGE_VERSION = 1  # bump when the network or its training changes: old cache entries are ignored
 JUDGE_STEPS = 1500  # Adam steps of 128 images; MNIST-5k: 48 epochs of its 4,000 training images
+JUDGE_EPOCHS = 48  # for fewer images: as many steps as 48 epochs take, at least MIN_JUDGE_STEPS
+MIN_JUDGE_STEPS = 200
 JUDGE_SEED = 0
 
 
@@ -122,10 +124,19 @@ def train_judge(
     return judge
 
 
-def judge_key(dataset: str, data_dir: str | None, pixels: str, image_shape: Sequence[int]) -> str:
-    """The cache file's name: the dataset, the absolute data folder, the pixels and the image shape."""
+def judge_steps(n_train: int, batch_size: int = 128) -> int:
+    """Adam steps of the judge for ``n_train`` training images: 48 epochs, between 200 and 1500 steps."""
+    return max(MIN_JUDGE_STEPS, min(JUDGE_STEPS, math.ceil(JUDGE_EPOCHS * n_train / batch_size)))
+
+
+def judge_key(
+    dataset: str, data_dir: str | None, pixels: str, image_shape: Sequence[int], sizes: Sequence[int] = ()
+) -> str:
+    """The cache file's name: the dataset, the absolute data folder, the pixels, the image shape and
+    the numbers of training and test images (``sizes``), so a subset never reuses the full set's judge."""
     folder = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else ""
     text = f"v{JUDGE_VERSION}|{dataset}|{folder}|{pixels}|{'x'.join(map(str, image_shape))}"
+    text += "".join(f"|{n}" for n in sizes)
     return f"{dataset}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -136,9 +147,12 @@ def load_or_train_judge(data, data_dir: str | None = None, cache_dir: str | Path
         name, pixels and image shape).
     :param str data_dir: the data folder the data came from (part of the cache key).
     :param cache_dir: default :func:`cache_root`.
-    :param kwargs: passed to :func:`train_judge` (``steps``, ...).
+    :param kwargs: passed to :func:`train_judge` (``steps``, ...); ``steps`` defaults to
+        :func:`judge_steps` of the number of training images.
     """
-    path = Path(cache_dir or cache_root()) / f"{judge_key(data.name, data_dir, data.pixels, data.image_shape)}.pt"
+    sizes = (len(data.train_y), len(data.test_y))
+    key = judge_key(data.name, data_dir, data.pixels, data.image_shape, sizes)
+    path = Path(cache_dir or cache_root()) / f"{key}.pt"
     net = JudgeNet(data.image_shape, data.num_classes)
     if path.is_file():
         try:
@@ -147,6 +161,7 @@ def load_or_train_judge(data, data_dir: str | None = None, cache_dir: str | Path
             return Judge(net.to(data.train_x.device), float(state["accuracy"]))
         except Exception:  # noqa: BLE001  (any unreadable entry: torch.load raises many types)
             pass  # an unreadable entry is retrained and overwritten
+    kwargs.setdefault("steps", judge_steps(len(data.train_y)))
     judge = train_judge(
         data.train_x, data.train_y, data.test_x, data.test_y, data.image_shape, data.num_classes, **kwargs
     )
@@ -159,4 +174,4 @@ def load_or_train_judge(data, data_dir: str | None = None, cache_dir: str | Path
     return judge
 
 
-__all__ = ["Judge", "JudgeNet", "train_judge", "load_or_train_judge", "judge_key", "cache_root"]
+__all__ = ["Judge", "JudgeNet", "train_judge", "load_or_train_judge", "judge_key", "judge_steps", "cache_root"]

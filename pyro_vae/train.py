@@ -36,7 +36,7 @@ from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
 from .cvae import CVAE, generative_classify
 from .data import DataError, ImageData, batches, check_data_config, check_labels, labelled_subset, load_data
 from .elbos import MAX_PLATE_NESTING, build_elbo, check_pair
-from .evaluate import elbo_terms, importance_log_px, summarize
+from .evaluate import conditional_metrics, elbo_terms, importance_log_px, summarize
 from .io import atomic_write_text
 from .likelihoods import bits_per_dim
 from .runfolder import RunLock, run_state
@@ -89,6 +89,9 @@ class ModelSpec:
     :ivar test_args: ``test_args(x, y)`` ↦ the model's arguments on labelled test images.
     :ivar extra_metrics: ``extra_metrics(model, x, y, num_samples)`` ↦ dict, added to the final metrics.
     :ivar epoch_metrics: ``epoch_metrics(model, data)`` ↦ dict, added to each epoch's row.
+    :ivar data_metrics: ``data_metrics(model, data, data_dir, n_per_class)`` ↦ dict, added to the final metrics and
+        to ``pyro-vae evaluate``: what needs the whole dataset (the label fidelity's judge is trained on
+        the training images and labels of ``data``).
     """
 
     name: str
@@ -99,6 +102,7 @@ class ModelSpec:
     test_args: Callable[[Tensor, Tensor | None], tuple]
     extra_metrics: Callable[[nn.Module, Tensor, Tensor | None, int], dict]
     epoch_metrics: Callable[[nn.Module, ImageData], dict]
+    data_metrics: Callable[[nn.Module, ImageData, str | None, int], dict] = lambda model, data, data_dir, n: {}
 
 
 def _registry_elbo(t: TrainConfig) -> ELBO:
@@ -138,6 +142,13 @@ def _cvae_metrics(model: CVAE, x: Tensor, y: Tensor | None, num_samples: int) ->
 
 def _ssvae_metrics(model: SSVAE, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
     return {"accuracy": accuracy(model.classify, x, _needs_labels(y))} if y is not None else {}
+
+
+def _label_metrics(model: nn.Module, data: ImageData, data_dir: str | None, n_per_class: int) -> dict:
+    """Label fidelity from ``n_per_class`` samples per class (judged by a CNN trained on all of
+    ``data``'s training labels, cached) and label sensitivity of a conditional model
+    (:func:`pyro_vae.evaluate.conditional_metrics`); nothing when ``n_per_class`` is 0."""
+    return conditional_metrics(model, data, data_dir=data_dir, n_per_class=n_per_class) if n_per_class else {}
 
 
 def _labelled(run: Run) -> Tensor:
@@ -185,6 +196,7 @@ MODELS: dict[str, ModelSpec] = {
         lambda x, y: (x, _needs_labels(y)),
         _cvae_metrics,
         lambda model, data: {},
+        _label_metrics,
     ),
     "ssvae": ModelSpec(
         "ssvae",
@@ -203,6 +215,7 @@ MODELS: dict[str, ModelSpec] = {
         lambda x, y: (x,),  # the unlabelled bound: y is marginalized
         _ssvae_metrics,
         lambda model, data: {"test_accuracy": accuracy(model.classify, data.test_x, data.test_y)},
+        _label_metrics,
     ),
 }
 
@@ -616,6 +629,7 @@ def finish(run: Run) -> Run:
     """Final test metrics into ``metrics.json`` (key ``final``) and every plot into the run folder."""
     data, vae = run.data, run.vae
     final = final_metrics(vae, data.test_x, run.config.train.eval_num_samples, data.test_y)
+    final.update(spec_of(vae).data_metrics(vae, data, run.config.data.data_dir, run.config.train.fidelity_samples))
     if spec_of(vae).name == "ssvae":
         final.update(baseline_metrics(run))
     final["pixels"] = data.pixels

@@ -7,6 +7,15 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def judge_cache(tmp_path_factory):
+    """The judges that label fidelity trains are cached in a folder of the session's, not the user's."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PYRO_VAE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def fresh_pyro():
     """Every test starts with an empty param store, a fixed seed and validation on."""

@@ -238,6 +238,9 @@ def test_cvae_train_sample_and_evaluate(cvae_dir, tmp_path, capsys):
     assert main(["evaluate", str(cvae_dir), "--num-samples", "20"]) == 0
     out = capsys.readouterr().out
     assert "IS log p(x|y), K=20" in out and "KL(q(z|x,y) || p(z|y))" in out and "generative accuracy, K=2/class" in out
+    assert "label fidelity" in out and "judge test accuracy" in out and "label sensitivity" in out
+    evaluated = next(iter(json.loads((cvae_dir / "evaluation.json").read_text()).values()))
+    assert evaluated["label_fidelity"] == final["label_fidelity"]  # the same samples: seed 0, 200 per class
     assert "bits/dim" in out
 
 

@@ -261,6 +261,11 @@ def test_cvae_trains_on_mnist_5k_and_classifies(tmp_path):
     assert rows[-1]["test_elbo"] > rows[0]["test_elbo"] + 5
     assert final["conditional"] and final["prior"] == "learned" and final["classify_num_samples"] == 10
     assert final["generative_accuracy"] > 0.6
+    # the judge: 0.975 on these 1,000 test digits (standard error 0.005); fidelity is a share of 10 × 200 samples
+    assert final["judge_accuracy"] > 0.95 and final["fidelity_samples_per_class"] == 200
+    assert len(final["label_fidelity_per_class"]) == 10
+    assert final["label_fidelity"] == pytest.approx(sum(final["label_fidelity_per_class"]) / 10)
+    assert final["label_fidelity"] > 0.3 and final["label_sensitivity"] > 0  # far above chance (0.1); y is read
     assert final["is_bpd"] == pytest.approx(-final["is_log_px"] / (784 * math.log(2)))
     for png in ("samples.png", "style_transfer.png", "latent.png", "reconstructions.png"):
         assert (tmp_path / "run" / png).read_bytes()[:4] == b"\x89PNG"

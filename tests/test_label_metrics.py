@@ -10,7 +10,7 @@ from torch import nn
 from pyro_vae.cvae import CVAE
 from pyro_vae.data import ImageData
 from pyro_vae.evaluate import conditional_metrics, label_fidelity, label_sensitivity
-from pyro_vae.judge import Judge, JudgeNet, judge_key, load_or_train_judge, train_judge
+from pyro_vae.judge import Judge, JudgeNet, judge_key, judge_steps, load_or_train_judge, train_judge
 
 K, SIDE, Z = 10, 8, 2
 D = SIDE * SIDE
@@ -142,7 +142,10 @@ def test_judge_is_cached_per_dataset_and_folder(tmp_path, monkeypatch):
     b = load_or_train_judge(data, None, tmp_path, steps=20)
     assert len(calls) == 1 and a.accuracy == b.accuracy
     assert all(torch.equal(p, q) for p, q in zip(a.net.state_dict().values(), b.net.state_dict().values()))
-    assert [p.name for p in tmp_path.iterdir()] == [f"{judge_key('toy', None, 'continuous', (1, SIDE, SIDE))}.pt"]
+    sizes = (len(data.train_y), len(data.test_y))
+    assert [p.name for p in tmp_path.iterdir()] == [
+        f"{judge_key('toy', None, 'continuous', (1, SIDE, SIDE), sizes)}.pt"
+    ]
     load_or_train_judge(data, str(tmp_path), tmp_path, steps=20)  # another data folder: another judge
     assert len(calls) == 2 and len(list(tmp_path.iterdir())) == 2
     (tmp_path / next(iter(sorted(p.name for p in tmp_path.iterdir())))).write_bytes(b"corrupt")
@@ -152,15 +155,16 @@ def test_judge_is_cached_per_dataset_and_folder(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
 
 
-def test_judge_keys_differ_by_dataset_folder_pixels_and_shape():
+def test_judge_keys_differ_by_dataset_folder_pixels_shape_and_size():
     keys = {
         judge_key("mnist", None, "continuous", (1, 28, 28)),
         judge_key("fashion-mnist", None, "continuous", (1, 28, 28)),
         judge_key("mnist", "/data/a", "continuous", (1, 28, 28)),
         judge_key("mnist", None, "static", (1, 28, 28)),
         judge_key("mnist", None, "continuous", (3, 32, 32)),
+        judge_key("mnist", None, "continuous", (1, 28, 28), (500, 200)),  # a subset of the same set
     }
-    assert len(keys) == 5
+    assert len(keys) == 6
 
 
 def test_conditional_metrics_reports_every_key():
@@ -182,3 +186,10 @@ def test_conditional_metrics_reports_every_key():
 def test_judge_net_shapes(shape):
     net = JudgeNet(shape)
     assert net(torch.rand(5, math.prod(shape))).shape == (5, K)
+
+
+def test_judge_steps_are_48_epochs_within_bounds():
+    assert judge_steps(4000) == 1500  # ⌈48 · 4000 / 128⌉ = 1500
+    assert judge_steps(60000) == 1500  # capped
+    assert judge_steps(1000) == 375  # 48 · 1000 / 128
+    assert judge_steps(100) == 200  # at least 200

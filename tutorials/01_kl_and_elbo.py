@@ -37,30 +37,9 @@
 
 # %%
 # The cost of this notebook, as measured by tutorials/run.py (which records it in tutorials/timings.json)
-import json
-import warnings
-from pathlib import Path
+from pyro_vae.notebook import show_cost
 
-from IPython.display import Markdown, display
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by pyro, without ipywidgets
-import pyro_vae
-
-TIMINGS = Path(pyro_vae.__file__).resolve().parents[1] / "tutorials" / "timings.json"
-cost = json.loads(TIMINGS.read_text()).get("01_kl_and_elbo", {}) if TIMINGS.exists() else {}
-display(
-    Markdown(
-        "**Cost** (wall time of the last `tutorials/run.py` run): "
-        + (
-            "; ".join(
-                f"{mode} run {t['seconds']:.0f} s on {t['cpus']} CPU cores, {t['threads']} threads, "
-                f"load average {t['load_1min']:.1f} ({t['date']})"
-                for mode, t in sorted(cost.items())
-            )
-            or "not measured yet"
-        )
-    )
-)
+show_cost("01_kl_and_elbo")
 
 # %%
 import math

