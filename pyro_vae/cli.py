@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command: ``train``, ``evaluate``, ``sample`` and ``compare``.
+"""The ``pyro-vae`` command: ``train``, ``evaluate``, ``sample``, ``compare`` and ``draws``.
 
 The flags of ``train`` and ``compare`` are built from the fields of the config dataclasses
 (:func:`pyro_vae.config.options_of`): their names, help, types and defaults live in one place.
@@ -63,7 +63,16 @@ def _csv(text: str, cast=str) -> tuple:
         raise argparse.ArgumentTypeError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
 
 
-_NOT_IN_COMPARE = {"guide", "elbo", "seed", "model", "prior", "labels", "class_weight"}  # set per cell, or VAE only
+_NOT_IN_COMPARE = {
+    "guide",
+    "elbo",
+    "seed",
+    "model",
+    "prior",
+    "labels",
+    "label_seed",
+    "class_weight",
+}  # set per cell, or VAE only
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.add_argument("--num-samples", type=int, default=1000, help="K importance samples per image (default 1000)")
     for opt in options_of(DataConfig):
-        if opt.name != "labels":
+        if opt.name not in ("labels", "label_seed"):
             _add_option(ev, opt, " (default: the run's)")
     ev.add_argument("--seed", type=int, default=0, help="default 0")
     _add_option(ev, next(o for o in options_of(TrainConfig) if o.name == "device"))
@@ -113,6 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart-changed", action="store_true", help="train afresh the cells made earlier with other settings"
     )
     co.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    dr = sub.add_parser(
+        "draws",
+        help="repeat a semi-supervised run over several draws of its labels",
+        description="Train --model ssvae once per label seed into OUT/label-seed-S and report the mean and 95%% "
+        "interval of M2's and the baseline's accuracy over the draws (draws.md, draws.json). Finished draws are "
+        "kept on a rerun, interrupted ones resumed.",
+    )
+    dr.add_argument(
+        "--label-seeds",
+        dest="label_seeds",
+        type=lambda text: _csv(text, int),
+        default=(0, 1, 2, 3, 4),
+        metavar="S,S,...",
+        help="seeds of the labelled subsets (default 0,1,2,3,4)",
+    )
+    for cls in (DataConfig, ModelConfig, TrainConfig):
+        for opt in options_of(cls):
+            if opt.name != "label_seed":
+                _add_option(dr, opt)
+    dr.add_argument("--out", required=True, help="results folder (rerun with the same --out to continue)")
+    dr.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sa = sub.add_parser(
         "sample",
@@ -300,7 +331,27 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'results.md'}, results.csv, elbo_vs_time.png, gradient_snr.png")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "compare": cmd_compare}
+def cmd_draws(args: argparse.Namespace) -> None:
+    from .draws import SUMMARIZED, label_draws
+
+    config = config_from_args(args)
+    rows, summary = label_draws(config, args.label_seeds, args.out, progress=not args.quiet)
+    words = "; ".join(
+        f"{SUMMARIZED[k]} {v['mean']:.4f} ± {v['half_width']:.4f}"
+        for k, v in summary.items()
+        if k in ("accuracy", "baseline_accuracy", "difference")
+    )
+    print(f"{config.data.labels} labels, {len(rows)} label draws (mean ± 95% interval): {words}")
+    print(f"wrote {Path(args.out) / 'draws.md'} and draws.json")
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "sample": cmd_sample,
+    "compare": cmd_compare,
+    "draws": cmd_draws,
+}
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
@@ -317,7 +368,7 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 def _early_lock(argv: list[str]) -> RunLock | None:
     """The lock of the folder a ``train`` or ``compare`` will write, taken before torch is imported."""
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command not in ("train", "compare") or "-h" in argv or "--help" in argv:
+    if command not in ("train", "compare", "draws") or "-h" in argv or "--help" in argv:
         return None
     resume = _flag_value(argv, "--resume") if command == "train" else None
     if resume is not None:

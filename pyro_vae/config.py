@@ -105,6 +105,9 @@ class DataConfig:
     labels: int | None = option(
         None, "--model ssvae: keep N training labels, balanced per class (default all)", positive=True
     )
+    label_seed: int = option(
+        0, "--model ssvae: seed of the draw of the N labelled images, independent of --seed", minimum=0
+    )
     image_size: tuple[int, ...] | None = option(
         None,
         "folder, torchvision:NAME: resize every image to H W (default: as read)",

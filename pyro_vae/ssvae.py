@@ -96,6 +96,7 @@ class SSVAE(ConditionalModel):
     estimators = ("enum",)  # y is summed out by enumeration: TraceEnum_ELBO
     default_estimator = "enum"
     default_epochs = 30
+    semi_supervised = True  # trains on a drawn subset of the labels (config.data.labels, label_seed)
 
     def __init__(self, *args, aux_weight: float = 200.0, kl_weight: float = 4.0, **kwargs):
         super().__init__(*args, kl_weight=kl_weight, **kwargs)

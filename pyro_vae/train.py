@@ -155,7 +155,8 @@ def _labelled(run: Run) -> Tensor:
     if run.labelled is None:
         data = run.data
         n = run.config.data.labels if run.config.data.labels is not None else len(data.train_y)
-        run.labelled = labelled_subset(data.train_y, n, data.num_classes).to(data.train_images.device)
+        seed = run.config.data.label_seed
+        run.labelled = labelled_subset(data.train_y, n, data.num_classes, seed).to(data.train_images.device)
     return run.labelled
 
 
