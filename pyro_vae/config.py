@@ -143,8 +143,19 @@ class ModelConfig:
     net: str = option("mlp", "encoder/decoder networks", choices=_registry("nets", "NETS"))
     prior: str | None = option(
         None,
-        "p(z|y) of --model cvae: learned per class, a learned mixture per class, or N(0, I) (default learned)",
+        "p(z|y) of --model cvae: learned per class, a learned mixture per class, or N(0, I) (default mixture)",
         choices=_registry("cvae", "PRIORS"),
+    )
+    prior_components: int | None = option(None, "Gaussians per class of --prior mixture (default 30)", positive=True)
+    kl_weight: float | None = option(
+        None,
+        "--model cvae, ssvae: weight w of the KL term of z in the training loss (default: cvae 2, ssvae 4)",
+        positive=True,
+    )
+    decoder_y: str | None = option(
+        None,
+        "--model cvae, ssvae: the decoder reads y in every layer or at its input only (default every-layer)",
+        choices=("every-layer", "input"),
     )
 
 
@@ -348,6 +359,16 @@ class RunConfig:
                 "prior",
                 f"applies to model 'cvae' only (a learned or standard p(z|y)), got prior={m.prior!r} with model "
                 f"{m.model!r}; drop it or use model 'cvae'",
+            )
+        conditional_only = {"kl_weight": m.kl_weight, "decoder_y": m.decoder_y, "prior_components": m.prior_components}
+        for name, value in conditional_only.items():
+            if value is not None and m.model not in ("cvae", "ssvae"):
+                raise ConfigError(
+                    name, f"applies to the conditional models (cvae, ssvae) only, got {value!r} with model {m.model!r}"
+                )
+        if m.prior_components is not None and m.prior not in (None, "mixture"):
+            raise ConfigError(
+                "prior_components", f"applies to prior 'mixture' only, got {m.prior_components} with prior {m.prior!r}"
             )
         if self.data.labels is not None and m.model != "ssvae":
             raise ConfigError(

@@ -19,8 +19,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -89,6 +89,10 @@ class ModelSpec:
     :ivar test_args: ``test_args(x, y)`` ↦ the model's arguments on labelled test images.
     :ivar extra_metrics: ``extra_metrics(model, x, y, num_samples)`` ↦ dict, added to the final metrics.
     :ivar epoch_metrics: ``epoch_metrics(model, data)`` ↦ dict, added to each epoch's row.
+    :ivar defaults: the values a new run records for its model options left out (``None``), e.g.
+        ``{"kl_weight": 2.0}``; :func:`fit` writes them into ``config.json``.
+    :ivar legacy: what a ``config.json`` without such a field (written before the option existed)
+        was built with, so old runs load as they were trained.
     :ivar data_metrics: ``data_metrics(model, data, data_dir, n_per_class)`` ↦ dict, added to the final metrics and
         to ``pyro-vae evaluate``: what needs the whole dataset (the label fidelity's judge is trained on
         the training images and labels of ``data``).
@@ -103,6 +107,28 @@ class ModelSpec:
     extra_metrics: Callable[[nn.Module, Tensor, Tensor | None, int], dict]
     epoch_metrics: Callable[[nn.Module, ImageData], dict]
     data_metrics: Callable[[nn.Module, ImageData, str | None, int], dict] = lambda model, data, data_dir, n: {}
+    defaults: dict = field(default_factory=dict)
+    legacy: dict = field(default_factory=dict)
+
+
+def _conditional_options(m: ModelConfig, legacy: dict, fields: Sequence[str]) -> dict:
+    """Keyword options of a conditional model from ``m``'s ``fields``; a field left ``None`` takes its
+    ``legacy`` value (runs recorded before the field existed), ``decoder_y`` becomes ``cond_every_layer``."""
+    values = {f: legacy.get(f) if getattr(m, f) is None else getattr(m, f) for f in fields}
+    if "decoder_y" in values:
+        values["cond_every_layer"] = values.pop("decoder_y") == "every-layer"
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def resolve_defaults(config: RunConfig) -> RunConfig:
+    """A copy of ``config`` whose model options left out hold the model's defaults (:attr:`ModelSpec.defaults`);
+    ``prior_components`` only with a mixture prior."""
+    config = RunConfig.from_dict(config.to_dict())
+    m = config.model
+    for name, value in MODELS[m.model].defaults.items():
+        if getattr(m, name) is None and (name != "prior_components" or (m.prior or "mixture") == "mixture"):
+            setattr(m, name, value)
+    return config
 
 
 def _registry_elbo(t: TrainConfig) -> ELBO:
@@ -160,6 +186,10 @@ def _labelled(run: Run) -> Tensor:
     return run.labelled
 
 
+# what runs recorded before the conditional options existed were built with
+_CVAE_LEGACY = {"prior": "learned", "prior_components": 30, "kl_weight": 1.0, "decoder_y": "input"}
+_SSVAE_DEFAULTS = {"kl_weight": 4.0, "decoder_y": "input"}
+
 MODELS: dict[str, ModelSpec] = {
     "vae": ModelSpec(
         "vae",
@@ -186,11 +216,7 @@ MODELS: dict[str, ModelSpec] = {
             m.flow_steps,
             m.net,
             shape,
-            prior=m.prior or "learned",
-            # the runs' settings until ModelConfig carries the CVAE's new options (its class defaults
-            # differ: mixture prior, KL weight 2, y in every decoder layer); runs written before still load
-            kl_weight=1.0,
-            cond_every_layer=False,
+            **_conditional_options(m, _CVAE_LEGACY, ("prior", "prior_components", "kl_weight", "decoder_y")),
         ),
         _registry_elbo,
         lambda run: batches(run.data.epoch_train_x(), run.config.train.batch_size, run.data.train_y),
@@ -198,12 +224,23 @@ MODELS: dict[str, ModelSpec] = {
         _cvae_metrics,
         lambda model, data: {},
         _label_metrics,
+        defaults={"prior": "mixture", "prior_components": 30, "kl_weight": 2.0, "decoder_y": "every-layer"},
+        legacy=_CVAE_LEGACY,
     ),
     "ssvae": ModelSpec(
         "ssvae",
         SSVAE,
         lambda m, shape, k: SSVAE(
-            math.prod(shape), k, m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps, m.net, shape
+            math.prod(shape),
+            k,
+            m.z_dim,
+            m.hidden_dims,
+            m.likelihood,
+            m.guide,
+            m.flow_steps,
+            m.net,
+            shape,
+            **_conditional_options(m, _SSVAE_DEFAULTS, ("kl_weight", "decoder_y")),
         ),
         _enum_elbo,
         lambda run: semi_supervised_batches(
@@ -217,6 +254,8 @@ MODELS: dict[str, ModelSpec] = {
         _ssvae_metrics,
         lambda model, data: {"test_accuracy": accuracy(model.classify, data.test_x, data.test_y)},
         _label_metrics,
+        defaults=_SSVAE_DEFAULTS,
+        legacy=_SSVAE_DEFAULTS,
     ),
 }
 
@@ -315,6 +354,7 @@ def fit(
     """
     config = RunConfig.from_dict(config.to_dict()) if config is not None else RunConfig()
     config.validate()
+    config = resolve_defaults(config)
     if data is None:
         check_data_config(config.data)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
@@ -646,6 +686,7 @@ __all__ = [
     "build_model",
     "baseline_metrics",
     "fit",
+    "resolve_defaults",
     "resume",
     "load_run",
     "finish",

@@ -1,6 +1,7 @@
 """The CVAE model/guide pair: sites, the learned prior's KL, conditional sampling, labels, every
 guide and estimator, conditional metrics, and training on MNIST-5k and on a tiny SVHN file."""
 
+import json
 import math
 
 import pyro
@@ -331,3 +332,38 @@ def test_design_options_shape_the_networks(net, shape):
     torch.testing.assert_close(cvae.encode(x, y)[0], cvae.encode(x, (y + 1) % K)[0])
     with pytest.raises(ValueError, match="kl_weight must be positive, got 0"):
         CVAE(D, K, Z, (12,), kl_weight=0)
+
+
+def test_new_runs_record_the_models_defaults_and_old_configs_keep_theirs(tmp_path):
+    """A run records the options it was built with; a config.json written before they existed
+    (None) rebuilds what such runs had: one Gaussian per class, w = 1, y at the decoder's input."""
+    from pyro_vae.config import ModelConfig
+    from pyro_vae.train import MODELS, resolve_defaults
+
+    cfg = RunConfig()
+    cfg.model.model = "cvae"
+    resolved = resolve_defaults(cfg).model
+    assert (resolved.prior, resolved.prior_components, resolved.kl_weight, resolved.decoder_y) == (
+        "mixture",
+        30,
+        2.0,
+        "every-layer",
+    )
+    built = MODELS["cvae"].build(resolved, (1, 28, 28), 10)
+    assert built.prior_name == "mixture" and built.kl_weight == 2.0 and built.decoder.cond_every_layer
+    cfg.model.prior = "standard"  # a chosen prior is kept, and components only go with a mixture
+    assert (resolve_defaults(cfg).model.prior, resolve_defaults(cfg).model.prior_components) == ("standard", None)
+    old = MODELS["cvae"].build(ModelConfig(model="cvae"), (1, 28, 28), 10)
+    assert old.prior_name == "learned" and old.kl_weight == 1.0 and not old.decoder.cond_every_layer
+    ssvae = resolve_defaults(RunConfig.from_dict({"model": {"model": "ssvae"}})).model
+    assert (ssvae.kl_weight, ssvae.decoder_y, ssvae.prior, ssvae.prior_components) == (4.0, "input", None, None)
+
+    run = fit(small_cvae_config(prior="standard", epochs=1), tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert (saved["prior"], saved["kl_weight"], saved["decoder_y"], saved["prior_components"]) == (
+        "standard",
+        2.0,
+        "every-layer",
+        None,
+    )
+    assert run.vae.kl_weight == 2.0
