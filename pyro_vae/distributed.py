@@ -101,11 +101,12 @@ def join(batch_size: int, device: torch.device) -> Group | None:
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     if batch_size % world:
-        multiple = world * max(1, round(batch_size / world))
+        below = batch_size - batch_size % world
+        choices = f"{below} or {below + world}" if below else f"{world}"
         raise ConfigError(
             "batch_size",
             f"must be divisible by the {world} processes of the launch (each takes an equal share of every "
-            f"batch), got {batch_size}; use --batch-size {multiple} or another --nproc-per-node",
+            f"batch), got {batch_size}; use --batch-size {choices}, or another --nproc-per-node",
         )
     backend = "nccl" if device.type == "cuda" else "gloo"
     available = dist.is_available() and (dist.is_nccl_available() if backend == "nccl" else dist.is_gloo_available())
