@@ -5,6 +5,7 @@ after an interruption, rank 0 alone writing, and bad launches refused in one lin
 import json
 import math
 import os
+import re
 import socket
 
 import numpy as np
@@ -250,3 +251,38 @@ def test_other_ranks_print_no_error_and_take_no_lock(monkeypatch, tmp_path, caps
         monkeypatch.setenv(k, v)
     assert main(["train", "--device", "cpu", "--batch-size", "128", "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err == "" and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_launch_is_interrupted_resumed_and_finishes(tmp_path, digits):
+    """The command line end to end: ``torchrun --nproc-per-node 2 -m pyro_vae train``, Ctrl-C (SIGINT
+    to the launch's process group) once epoch 1 is written, then ``--resume`` under the same launch."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    torchrun = shutil.which("torchrun") or pytest.skip("torchrun is not on PATH")
+    out = tmp_path / "run"
+    launch_ = [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "pyro_vae", "train"]
+    flags = ["--dataset", "array", "--data-dir", digits, "--z-dim", "4", "--hidden-dims", "64", "--device", "cpu"]
+    flags += ["--batch-size", "16", "--epochs", "5", "--num-samples", "10", "--quiet", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen(launch_ + flags, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if (out / "metrics.json").is_file() and json.loads((out / "metrics.json").read_text())["epochs"]:
+            break
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGINT)
+    err = first.communicate(timeout=120)[1]
+    kept = re.search(rf"checkpoint.pt keeps epoch (\d) of 5; continue with pyro-vae train --resume {out}", err)
+    assert kept and 1 <= int(kept[1]) < 5, err[-2000:]
+    resumed = subprocess.run(
+        [*launch_, "--resume", str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.count(f"{out}: test ELBO") == 1  # rank 0 alone reports
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3, 4, 5] and "final" in metrics
