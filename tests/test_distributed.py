@@ -18,7 +18,7 @@ from conftest import DeltaHead
 from pyro_vae import distributed
 from pyro_vae.cli import main
 from pyro_vae.config import ConfigError, DataConfig, RunConfig
-from pyro_vae.data import load_data
+from pyro_vae.data import batches, load_data
 from pyro_vae.elbos import ELBOS, build_elbo
 from pyro_vae.ssvae import SSVAE
 from pyro_vae.train import fit, train_step
@@ -97,16 +97,38 @@ def _train_delta(rank: int, out: str) -> None:
         step, optim = distributed.ParallelStep(model, elbo), _sgd(model)
         losses = [step(optim, *distributed.shard(args, rank, WORLD)) for args in _global_batches(name)]
         results[name] = {"losses": losses, "params": {k: v.clone() for k, v in model.state_dict().items()}}
+    shards, noise = [], []
+    for (x,) in distributed.epoch_batches(lambda: batches(torch.arange(10.0), 4), seed=0, epoch=1):
+        shards.append(x)
+        noise.append(torch.randn(()))  # what the estimator would draw on this rank
+    results["epoch"] = {"shards": shards, "noise": noise}
     torch.save(results, f"{out}/rank{rank}.pt")
 
 
-def test_two_processes_equal_one_on_the_same_global_batches(tmp_path):
+def test_ranks_shard_one_shuffle_and_draw_their_own_noise(delta_runs):
+    """Both ranks shard the same shuffled global batches of an epoch (together they hold each batch
+    of 4, 4 and 2 once, and every image once), and draw different noise."""
+    rank0, rank1 = (r["epoch"] for r in delta_runs)
+    whole = [torch.cat([a, b]) for a, b in zip(rank0["shards"], rank1["shards"])]
+    assert [len(b) for b in whole] == [4, 4, 2] and sorted(torch.cat(whole).tolist()) == list(range(10))
+    assert all(len(a) == len(b) for a, b in zip(rank0["shards"], rank1["shards"]))
+    assert all(a != b for a, b in zip(rank0["noise"], rank1["noise"]))
+
+
+@pytest.fixture(scope="module")
+def delta_runs(tmp_path_factory) -> list[dict]:
+    """What :func:`_train_delta` saved on each of the 2 ranks."""
+    out = tmp_path_factory.mktemp("delta")
+    launch(_train_delta, str(out))
+    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def test_two_processes_equal_one_on_the_same_global_batches(delta_runs):
     """With a Delta guide, 3 SGD steps over 2 processes (each on its shard, gradients averaged by
     DistributedDataParallel, the loss scaled by the world size) give the parameters and losses
     of one process stepping on the whole batches, to 1e-5, for every estimator that fits the guide
     and for M2's enumeration; both ranks hold the same parameters."""
-    launch(_train_delta, str(tmp_path))
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = delta_runs
     torch.set_default_dtype(torch.float64)
     try:
         for name, (model, elbo) in _models().items():
