@@ -120,8 +120,8 @@ def join(batch_size: int, device: torch.device) -> Group | None:
         gpus, per_node = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", local + 1))
         if max(per_node, local + 1) > gpus:
             raise LaunchError(
-                f"each of the {max(per_node, local + 1)} processes of this node needs a GPU of its own, and {gpus} "
-                f"are visible; start at most {gpus} processes per node (--nproc-per-node {gpus})"
+                f"each of the {max(per_node, local + 1)} processes of this node needs a GPU of its own, and the "
+                f"node shows {gpus}; start at most {gpus} processes per node (--nproc-per-node {gpus})"
             )
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
