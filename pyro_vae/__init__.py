@@ -23,6 +23,7 @@ _EXPORTS = {
         "load_data",
         "load_dataset",
     ],
+    "distributed": ["ELBOLoss", "LaunchError"],
     "evaluate": ["elbo_terms", "importance_log_px", "log_weights"],
     "likelihoods": ["LIKELIHOODS", "bits_per_dim"],
     "nets": ["NETS"],

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, DataConfig, ModelConfig, Option, RunConfig, TrainConfig, options_of
-from .runfolder import RunLock, RunLocked
+from .runfolder import RunLock, RunLocked, writes_run_folders
 
 
 class _Parser(argparse.ArgumentParser):
@@ -176,6 +176,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from . import distributed
     from .train import fit, resume
 
     if args.resume:
@@ -185,9 +186,15 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"{flags} cannot change on --resume (the run keeps its config.json); only --epochs and --device can"
             )
-        run = resume(args.resume, args.epochs, device=args.device, progress=not args.quiet)
-    else:
-        run = fit(config_from_args(args), args.out, progress=not args.quiet)
+    try:
+        if args.resume:
+            run = resume(args.resume, args.epochs, device=args.device, progress=not args.quiet)
+        else:
+            run = fit(config_from_args(args), args.out, progress=not args.quiet)
+    finally:
+        distributed.leave()
+    if "final" not in run.metrics:  # a rank other than 0 of a torchrun launch: rank 0 reports
+        return
     f = run.metrics["final"]
     px = "log p(x|y)" if f.get("conditional") else "log p(x)"
     line = (
@@ -384,6 +391,12 @@ def _errors() -> tuple[type[BaseException], ...]:
     return ValueError, CheckpointError, TrainingDiverged, RunLocked, OSError
 
 
+def _print_error(line: str) -> None:
+    """One line on stderr; under ``torchrun``, from rank 0 alone (every rank meets the same error)."""
+    if writes_run_folders():
+        print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), "pyro-vae")
@@ -404,13 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help, or a bad flag (its one line is printed)
         return e.code if isinstance(e.code, int) else 2
     except ConfigError as e:
-        print(f"pyro-vae {command}: error: {e.for_cli()}", file=sys.stderr)
+        _print_error(f"pyro-vae {command}: error: {e.for_cli()}")
         return 2
     except KeyboardInterrupt as e:
-        print(f"pyro-vae {command}: {e or 'interrupted'}", file=sys.stderr)
+        _print_error(f"pyro-vae {command}: {e or 'interrupted'}")
         return 130
     except _errors() as e:
-        print(f"pyro-vae {command}: error: {e}", file=sys.stderr)
+        _print_error(f"pyro-vae {command}: error: {e}")
         return 2
     finally:
         if lock is not None:

@@ -11,6 +11,8 @@ A run folder is always in one of three states (:func:`run_state`):
 Every writer holds the folder's lock (:class:`RunLock`, an OS file lock on ``DIR/.lock``) for the
 whole run, taken before it writes anything. A second writer fails at once with one line naming the
 process that holds it. The OS drops the lock of a killed process, so a stale lock file never blocks.
+Under ``torchrun`` rank 0 writes for the whole launch and holds the lock; the other ranks
+(``RANK`` ≠ 0 in the environment) write nothing and take no lock.
 
 Only the standard library is imported here, so that the command can take the lock before it
 imports torch.
@@ -33,6 +35,11 @@ try:
     import fcntl
 except ImportError:  # not POSIX: no folder lock
     fcntl = None
+
+
+def writes_run_folders() -> bool:
+    """False on the ranks other than 0 of a ``torchrun`` launch (``RANK`` in the environment)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 class RunLocked(RuntimeError):
@@ -62,6 +69,8 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
+        if not writes_run_folders():
+            return
         if self.folder.exists() and not self.folder.is_dir():
             raise RunLocked(f"{self.folder} is a file, not a run folder; choose another folder")
         self._created = not self.folder.exists()

@@ -11,10 +11,14 @@ What differs between the models (how they are built, what a training step and th
 to them, their extra metrics) is one :class:`ModelSpec` entry each in :data:`MODELS`.
 
 A run folder holds ``config.json``, ``metrics.json``, ``checkpoint.pt`` and the plots.
+
+Under ``torchrun`` the processes of the launch train one model together (:mod:`pyro_vae.distributed`):
+each step runs on the rank's shard of the batch, and rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -30,7 +34,7 @@ from pyro.infer import ELBO, TraceEnum_ELBO
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import plots
+from . import distributed, plots
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
 from .cvae import CVAE, generative_classify
@@ -351,15 +355,18 @@ def fit(
     :raises RunExists: when ``out_dir`` already holds a run.
     :raises pyro_vae.runfolder.RunLocked: when another process is writing ``out_dir``.
     :raises TrainingDiverged: when the loss becomes NaN or infinite.
+    :raises pyro_vae.distributed.LaunchError: under ``torchrun``, when the launch cannot train
+        (see :func:`pyro_vae.distributed.join`).
     """
     config = RunConfig.from_dict(config.to_dict()) if config is not None else RunConfig()
     config.validate()
     config = resolve_defaults(config)
     if data is None:
         check_data_config(config.data)
+    distributed.join(config.train.batch_size, resolve_device(config.train.device))
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
     with RunLock(out_dir):
-        state = run_state(out_dir)
+        state = distributed.from_rank0(run_state(out_dir))
         if state != "new":
             how = "choose another --out" if state == "finished" else f"continue it with --resume {out_dir}"
             raise RunExists(f"{out_dir} already holds a {state} run; {how} or choose another --out")
@@ -406,7 +413,8 @@ def _build_and_train(config: RunConfig, out_dir: Path, progress: bool, data: Ima
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     optim = make_optimizer(vae, config.train.lr)
-    config.save(out_dir / "config.json")
+    if distributed.is_writer():
+        config.save(out_dir / "config.json")
     _save(run, optim, 0)  # epoch 0: the run is resumable from its first step on
     return _train(run, optim, progress)
 
@@ -468,7 +476,8 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
         if device is not None:
             config.train.device = device
         config.validate()
-        state = run_state(run_dir)
+        distributed.join(config.train.batch_size, resolve_device(config.train.device))
+        state = distributed.from_rank0(run_state(run_dir))
         if state == "new":  # killed before the epoch-0 checkpoint: nothing trained, start again
             return _start(config, run_dir, progress, None)
         run, ckpt = load_run(run_dir, config.train.device)
@@ -489,7 +498,8 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
         except (ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint in {run_dir} has an optimizer state that does not fit ({e})") from None
         set_rng_state(ckpt["rng"])
-        config.save(run_dir / "config.json")
+        if distributed.is_writer():
+            config.save(run_dir / "config.json")
         write_metrics(run)  # drops the final metrics of a finished run that trains on
         return _train(run, optim, progress, start_epoch=done)
 
@@ -515,6 +525,8 @@ def train_step(elbo, vae: VAE, optimizer: torch.optim.Optimizer, *args: torch.Te
 
 
 def _save(run: Run, optim: torch.optim.Optimizer, epoch: int) -> None:
+    if not distributed.is_writer():
+        return
     save_checkpoint(
         run.out_dir / CHECKPOINT_NAME,
         epoch=epoch,
@@ -555,23 +567,32 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
     if spec.name == "ssvae" and n_train > len(_labelled(run)):
         n_steps = math.ceil((n_train - len(_labelled(run))) / config.train.batch_size)
     budget = config.train.max_seconds
+    group = distributed.current()
+    step_on = functools.partial(train_step, elbo, vae) if group is None else distributed.ParallelStep(vae, elbo)
+    writer = distributed.is_writer()
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
-        if budget is not None and sum(r["seconds"] for r in run.metrics["epochs"]) >= budget:
+        spent = budget is not None and sum(r["seconds"] for r in run.metrics["epochs"]) >= budget
+        if distributed.from_rank0(spent):
             break
         vae.train()
         vae.beta = _beta(config, epoch)
         start = time.perf_counter()
         total = 0.0
+        epoch_batches = (
+            spec.batches(run)
+            if group is None
+            else distributed.epoch_batches(lambda: spec.batches(run), config.train.seed, epoch)
+        )
         bar = tqdm(
-            spec.batches(run),
+            epoch_batches,
             total=n_steps,
             desc=f"epoch {epoch}/{config.train.epochs}",
-            disable=not progress,
+            disable=not progress or not writer,
             leave=False,
         )
         step = 0
         for step, args in enumerate(bar, 1):
-            loss = train_step(elbo, vae, optim, *args)
+            loss = step_on(optim, *args)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss} at epoch {epoch}, step {step}; last good checkpoint: {ckpt_path} "
@@ -582,6 +603,9 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
                 bar.set_postfix(elbo=f"{-total / min(step * config.train.batch_size, n_train):.1f}")
         seconds = time.perf_counter() - start
         vae.beta = 1.0
+        if not writer:  # rank 0 evaluates and writes; the others go on to the next epoch
+            yield epoch
+            continue
         vae.eval()
         test = summarize(elbo_terms(vae.model, vae.guide, *spec.test_args(data.test_x, data.test_y)))
         if not math.isfinite(test["elbo"]):
@@ -613,6 +637,8 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
 
 
 def write_metrics(run: Run) -> None:
+    if not distributed.is_writer():
+        return
     run.metrics["pixels"] = run.data.pixels
     atomic_write_text(run.out_dir / "metrics.json", json.dumps(run.metrics, indent=2) + "\n")
 
@@ -667,7 +693,10 @@ def baseline_metrics(run: Run) -> dict:
 
 
 def finish(run: Run) -> Run:
-    """Final test metrics into ``metrics.json`` (key ``final``) and every plot into the run folder."""
+    """Final test metrics into ``metrics.json`` (key ``final``) and every plot into the run folder
+    (by rank 0 alone under ``torchrun``; the other ranks' runs have no ``final`` metrics)."""
+    if not distributed.is_writer():
+        return run
     data, vae = run.data, run.vae
     final = final_metrics(vae, data.test_x, run.config.train.eval_num_samples, data.test_y)
     final.update(spec_of(vae).data_metrics(vae, data, run.config.data.data_dir, run.config.train.fidelity_samples))
