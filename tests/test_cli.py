@@ -289,6 +289,15 @@ def test_svhn_trains_end_to_end_from_the_cli(tmp_path, capsys):
         ),
         (["train", "--prior", "learned", "--out", "{tmp}/r"], "prior applies to model 'cvae' only"),
         (["train", "--labels", "100", "--out", "{tmp}/r"], "labels applies to model 'ssvae' only"),
+        (
+            ["train", "--kl-weight", "2", "--out", "{tmp}/r"],
+            "--kl-weight applies to the conditional models (cvae, ssvae) only, got 2.0 with model 'vae'",
+        ),
+        (
+            ["train", "--model", "cvae", "--prior", "learned", "--prior-components", "5", "--out", "{tmp}/r"],
+            "--prior-components applies to prior 'mixture' only, got 5 with prior 'learned'",
+        ),
+        (["train", "--model", "cvae", "--decoder-y", "middle"], ("invalid choice: 'middle'", "'every-layer'")),
         (["train", "--model", "cvae", "--prior", "flat"], ("invalid choice: 'flat'", "'learned'", "'standard'")),
         (["train", "--net", "resnet"], ("invalid choice: 'resnet'", "'mlp'", "'conv'")),
         (
