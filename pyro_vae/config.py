@@ -170,7 +170,11 @@ class TrainConfig:
     eval_num_samples: int = option(
         1000, "K of the importance-sampled log p(x) at the end of training", flag="--num-samples", positive=True
     )
-    elbo: str = option("trace", "ELBO estimator", choices=_registry("elbos", "ELBOS"))
+    elbo: str | None = option(
+        None,
+        "ELBO estimator (default: the model's; trace, enum for --model ssvae)",
+        choices=_registry("elbos", "ELBOS"),
+    )
     particles: int = option(1, "K vectorized particles per datapoint for the estimator", positive=True)
     alpha: float = option(0.5, "α of --elbo renyi")
     jit: bool = option(False, "the estimator's JIT variant (trace, meanfield, tracegraph)")

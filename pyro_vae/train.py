@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import ELBO, TraceEnum_ELBO
+from pyro.infer import ELBO
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -39,7 +39,7 @@ from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_
 from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
 from .cvae import CVAE, generative_classify
 from .data import DataError, ImageData, batches, check_data_config, check_labels, labelled_subset, load_data
-from .elbos import MAX_PLATE_NESTING, build_elbo, check_pair
+from .elbos import accepted_estimators, build_elbo, check_estimator, check_pair
 from .evaluate import conditional_metrics, elbo_terms, importance_log_px, summarize
 from .io import atomic_write_text
 from .likelihoods import bits_per_dim
@@ -129,26 +129,26 @@ def resolve_defaults(config: RunConfig) -> RunConfig:
     ``prior_components`` only with a mixture prior."""
     config = RunConfig.from_dict(config.to_dict())
     m = config.model
+    if config.train.elbo is None:
+        config.train.elbo = MODELS[m.model].cls.default_estimator
     for name, value in MODELS[m.model].defaults.items():
         if getattr(m, name) is None and (name != "prior_components" or (m.prior or "mixture") == "mixture"):
             setattr(m, name, value)
     return config
 
 
+def recorded_config(path: Path) -> RunConfig:
+    """A run's ``config.json``. M2 runs recorded before the ``enum`` estimator existed name
+    ``trace`` for the ``TraceEnum_ELBO`` they trained with; they are read as ``enum``."""
+    config = RunConfig.load(path)
+    cls = MODELS[config.model.model].cls
+    if config.train.elbo == "trace" and "trace" not in accepted_estimators(cls):
+        config.train.elbo = cls.default_estimator
+    return config
+
+
 def _registry_elbo(t: TrainConfig) -> ELBO:
     return build_elbo(t.elbo, t.particles, t.alpha, t.jit)
-
-
-def _enum_elbo(t: TrainConfig) -> ELBO:
-    """M2 sums over y by enumeration: ``TraceEnum_ELBO``, the only estimator ``ssvae`` takes."""
-    if t.elbo != "trace" or t.jit:
-        raise ValueError(
-            f"model 'ssvae' trains with TraceEnum_ELBO, which enumerates y; use --elbo trace without --jit "
-            f"(got --elbo {t.elbo}{' --jit' if t.jit else ''})"
-        )
-    return TraceEnum_ELBO(
-        num_particles=t.particles, vectorize_particles=t.particles > 1, max_plate_nesting=MAX_PLATE_NESTING
-    )
 
 
 def _needs_labels(y: Tensor | None) -> Tensor:
@@ -246,7 +246,7 @@ MODELS: dict[str, ModelSpec] = {
             shape,
             **_conditional_options(m, _SSVAE_DEFAULTS, ("kl_weight", "decoder_y")),
         ),
-        _enum_elbo,
+        _registry_elbo,
         lambda run: semi_supervised_batches(
             run.data.epoch_train_x(),
             run.data.train_y,
@@ -361,6 +361,7 @@ def fit(
     config = RunConfig.from_dict(config.to_dict()) if config is not None else RunConfig()
     config.validate()
     config = resolve_defaults(config)
+    check_estimator(MODELS[config.model.model].cls, config.train.elbo)
     if data is None:
         check_data_config(config.data)
     distributed.join(config.train.batch_size, resolve_device(config.train.device))
@@ -438,7 +439,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"{run_dir} holds no run (no config.json); pass a folder written by pyro-vae train")
-    config = RunConfig.load(run_dir / "config.json")
+    config = recorded_config(run_dir / "config.json")
     dev = resolve_device(device)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=dev)
     data = load_data(config.data, dev) if with_data else None
@@ -470,7 +471,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
     with RunLock(run_dir):
         if not (run_dir / "config.json").is_file():
             raise CheckpointError(f"{run_dir} holds no run (no config.json); pass a folder written by pyro-vae train")
-        config = RunConfig.load(run_dir / "config.json")
+        config = recorded_config(run_dir / "config.json")
         if epochs is not None:
             config.train.epochs = epochs
         if device is not None:

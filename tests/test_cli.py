@@ -69,7 +69,11 @@ def test_train_writes_a_run_folder(run_dir, capsys):
         "model": "vae",
         "net": "mlp",
         "prior": None,
+        "prior_components": None,
+        "kl_weight": None,
+        "decoder_y": None,
     }
+    assert config["train"]["elbo"] == "trace"  # resolved: the model's default estimator, recorded
     assert config["data"]["pixels"] == "continuous"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2 and metrics["final"]["is_num_samples"] == 10
@@ -302,7 +306,7 @@ def test_svhn_trains_end_to_end_from_the_cli(tmp_path, capsys):
         (["train", "--net", "resnet"], ("invalid choice: 'resnet'", "'mlp'", "'conv'")),
         (
             ["train", "--model", "ssvae", "--labels", "100", "--elbo", "dreg", "--out", "{tmp}/r"],
-            "model 'ssvae' trains with TraceEnum_ELBO",
+            "model SSVAE does not accept estimator 'dreg'; use --elbo enum",
         ),
         (
             ["train", "--dataset", "svhn", "--data-dir", "{tmp}/small", "--out", "{tmp}/r"],

@@ -1,6 +1,7 @@
 """M2: enumeration of y against the explicit sum, the labelled/unlabelled weighting, the
 labelled subset, the baseline classifier, and a semi-supervised run on MNIST-5k."""
 
+import json
 import math
 
 import pyro
@@ -258,7 +259,8 @@ def test_ssvae_resume_equals_uninterrupted(tmp_path):
     [
         ({"labels": 5}, r"labels must be at least the number of classes \(10\) so that every class keeps a label"),
         ({"labels": 4001}, r"labels must be at most the number of training images \(4000\), got 4001"),
-        ({"elbo": "iwae"}, "model 'ssvae' trains with TraceEnum_ELBO, which enumerates y; use --elbo trace"),
+        ({"elbo": "iwae"}, "model SSVAE does not accept estimator 'iwae'; use --elbo enum"),
+        ({"elbo": "trace"}, "model SSVAE does not accept estimator 'trace'; use --elbo enum"),
         ({"model": "vae"}, "labels applies to model 'ssvae' only .* drop it or use model 'ssvae'"),
         ({"prior": "learned"}, "prior applies to model 'cvae' only .* with model 'ssvae'"),
     ],
@@ -283,3 +285,21 @@ def test_validation_split_and_mean_interval():
     mean, half = mean_interval([0.90, 0.91, 0.92, 0.93, 0.94])
     assert mean == pytest.approx(0.92) and half == pytest.approx(2.7764 * 0.015811 / math.sqrt(5), rel=1e-3)
     assert math.isnan(mean_interval([0.5])[1])
+
+
+def test_the_recorded_estimator_is_the_one_that_ran(tmp_path):
+    """A new M2 run records ``enum``; a config.json from before the ``enum`` estimator existed, which
+    names ``trace`` for the TraceEnum_ELBO it ran, is read as ``enum``."""
+    from pyro_vae.train import recorded_config
+
+    cfg = small_ssvae_config()
+    cfg.train.epochs = 1
+    run = fit(cfg, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["elbo"] == "enum" and run.config.train.elbo == "enum"
+    saved["train"]["elbo"] = "trace"
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    assert recorded_config(tmp_path / "old.json").train.elbo == "enum"
+    vae = RunConfig.from_dict({"train": {"elbo": "trace"}})
+    (tmp_path / "vae.json").write_text(json.dumps(vae.to_dict()))
+    assert recorded_config(tmp_path / "vae.json").train.elbo == "trace"  # a VAE's trace stays trace
