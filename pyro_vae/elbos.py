@@ -35,7 +35,9 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -199,9 +201,31 @@ class Estimator:
     enumerates: bool = False  # sums discrete sites marked for enumeration; only models that ask for it
 
 
+def _no_jit_warning(method: Callable) -> Callable:
+    """``method`` with torch's ``torch.jit.trace`` deprecation FutureWarning hidden from its output."""
+
+    @functools.wraps(method)
+    def quiet(self, *args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=FutureWarning)
+            return method(self, *args, **kwargs)
+
+    return quiet
+
+
+def _quiet(jit_cls: type[ELBO]) -> type[ELBO]:
+    """A subclass of Pyro's JIT estimator whose calls hide the deprecation warning of the
+    ``torch.jit.trace`` they rest on (``--compile`` replaces ``--jit``)."""
+    names = ("loss", "differentiable_loss", "loss_and_grads")
+    methods = {m: _no_jit_warning(getattr(jit_cls, m)) for m in names if hasattr(jit_cls, m)}
+    return type(jit_cls.__name__, (jit_cls,), {**methods, "__doc__": jit_cls.__doc__})
+
+
 def _pyro(cls, jit_cls=None):
+    quiet_jit = _quiet(jit_cls) if jit_cls is not None else None
+
     def make(num_particles: int, alpha: float, jit: bool) -> ELBO:
-        return (jit_cls if jit else cls)(
+        return (quiet_jit if jit else cls)(
             num_particles=num_particles,
             vectorize_particles=num_particles > 1,
             max_plate_nesting=MAX_PLATE_NESTING,
