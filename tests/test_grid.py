@@ -24,13 +24,13 @@ def grid(tmp_path):
         ModelConfig(z_dim=2, hidden_dims=(8,)),
         TrainConfig(epochs=1, batch_size=16, eval_num_samples=4, device="cpu"),
     )
-    return CompareConfig(guides=("diag", "iaf"), elbos=("trace", "stl"), seeds=(0,), base=base, snr_estimates=3)
+    return CompareConfig(guides=("diag", "iaf"), elbos=("stl",), seeds=(0,), base=base, snr_estimates=3)
 
 
 def flags(cfg: CompareConfig, out) -> list[str]:
     return ["compare", "--dataset", "mnist", "--data-dir", cfg.base.data.data_dir, "--z-dim", "2", "--hidden-dims",
             "8", "--epochs", "1", "--batch-size", "16", "--num-samples", "4", "--device", "cpu", "--guides",
-            "diag,iaf", "--elbos", "trace,stl", "--snr-estimates", "3", "--quiet", "--out", str(out)]  # fmt: skip
+            "diag,iaf", "--elbos", "stl", "--snr-estimates", "3", "--quiet", "--out", str(out)]  # fmt: skip
 
 
 def table(path) -> list[dict]:
@@ -52,9 +52,9 @@ def test_two_workers_give_the_results_of_one(grid, tmp_path, one_thread):
     grid.workers = 2
     compare(grid, tmp_path / "two", log=lines.append)
     one, two = table(tmp_path / "one" / "results.csv"), table(tmp_path / "two" / "results.csv")
-    assert len(one) == 4 and one == two
-    names = ["diag-trace-K1-seed0", "diag-stl-K1-seed0", "iaf-trace-K1-seed0", "iaf-stl-K1-seed0"]
-    assert sorted(line.split(":")[0] for line in lines[4:]) == sorted(names)  # every cell reported once
+    assert len(one) == 2 and one == two
+    names = ["diag-stl-K1-seed0", "iaf-stl-K1-seed0"]
+    assert sorted(line.split(":")[0] for line in lines[2:]) == sorted(names)  # every cell reported once
     for name in names:
         a, b = (json.loads((tmp_path / d / "cells" / name / "cell.json").read_text()) for d in ("one", "two"))
         assert a["test_elbo"] == b["test_elbo"] and a["encoder_snr"] == b["encoder_snr"]
@@ -78,36 +78,34 @@ def test_list_cells_cell_and_collect(grid, tmp_path, capsys):
     assert main([*flags(grid, out), "--list-cells"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert listed == [
-        "0\tdiag-trace-K1-seed0\t(guide diag, estimator trace, K 1, seed 0)\tnot started",
-        "1\tdiag-stl-K1-seed0\t(guide diag, estimator stl, K 1, seed 0)\tnot started",
-        "2\tiaf-trace-K1-seed0\t(guide iaf, estimator trace, K 1, seed 0)\tnot started",
-        "3\tiaf-stl-K1-seed0\t(guide iaf, estimator stl, K 1, seed 0)\tnot started",
+        "0\tdiag-stl-K1-seed0\t(guide diag, estimator stl, K 1, seed 0)\tnot started",
+        "1\tiaf-stl-K1-seed0\t(guide iaf, estimator stl, K 1, seed 0)\tnot started",
     ]
     assert not out.exists()  # listing writes nothing
 
-    assert main([*flags(grid, out), "--cell", "2"]) == 0
-    assert capsys.readouterr().out.startswith("iaf-trace-K1-seed0: test ELBO ")
-    assert sorted(p.name for p in (out / "cells").iterdir()) == ["iaf-trace-K1-seed0"]
+    assert main([*flags(grid, out), "--cell", "1"]) == 0
+    assert capsys.readouterr().out.startswith("iaf-stl-K1-seed0: test ELBO ")
+    assert sorted(p.name for p in (out / "cells").iterdir()) == ["iaf-stl-K1-seed0"]
     assert not (out / "results.md").exists()
-    assert list_cells(grid, out)[2].endswith("\tfinished") and list_cells(grid, out)[0].endswith("\tnot started")
+    assert list_cells(grid, out)[1].endswith("\tfinished") and list_cells(grid, out)[0].endswith("\tnot started")
 
     assert main([*flags(grid, out), "--collect"]) == 1
     captured = capsys.readouterr()
-    assert "| iaf | trace | 1 |" in captured.out and "| diag |" not in captured.out
-    assert "missing cells:\n0 diag-trace-K1-seed0 (guide diag, estimator trace, K 1, seed 0): not started\n" in (
-        captured.out
+    assert "| iaf | stl | 1 |" in captured.out and "| diag |" not in captured.out
+    assert captured.out.endswith(
+        "missing cells:\n0 diag-stl-K1-seed0 (guide diag, estimator stl, K 1, seed 0): not started\n"
     )
     assert captured.err == (
-        "pyro-vae compare: 3 of 4 cells are missing (listed above); the tables cover the others; run the missing "
+        "pyro-vae compare: 1 of 2 cells are missing (listed above); the tables cover the others; run the missing "
         "ones with --cell I, then --collect again\n"
     )
     assert len(table(out / "results.csv")) == 1
-    assert "Missing cells (not in the table):\n\n- 0 diag-trace-K1-seed0" in (out / "results.md").read_text()
+    assert "Missing cells (not in the table):\n\n- 0 diag-stl-K1-seed0" in (out / "results.md").read_text()
 
-    for i in (0, 1, 3):
-        run_cell_at(grid, out, i)
+    assert run_cell_at(grid, out, 1) == json.loads((out / "cells" / "iaf-stl-K1-seed0" / "cell.json").read_text())
+    run_cell_at(grid, out, 0)
     rows, missing = collect(grid, out)
-    assert missing == [] and len(rows) == 4
+    assert missing == [] and len(rows) == 2
     # the cells run one by one give the same table as one compare over the grid
     compare(grid, tmp_path / "whole", log=lambda s: None)
     assert table(out / "results.csv") == table(tmp_path / "whole" / "results.csv")
@@ -116,11 +114,11 @@ def test_list_cells_cell_and_collect(grid, tmp_path, capsys):
 
 
 def test_bad_cell_index_and_empty_collect(grid, tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"cell must be an index in 0..3 of the grid's 4 cells \(see --list-cells\)"):
-        run_cell_at(grid, tmp_path / "g", 4)
+    with pytest.raises(ConfigError, match=r"cell must be an index in 0..1 of the grid's 2 cells \(see --list-cells\)"):
+        run_cell_at(grid, tmp_path / "g", 2)
     assert main([*flags(grid, tmp_path / "g"), "--cell", "-1"]) == 2
     assert capsys.readouterr().err == (
-        "pyro-vae compare: error: --cell must be an index in 0..3 of the grid's 4 cells (see --list-cells), got -1\n"
+        "pyro-vae compare: error: --cell must be an index in 0..1 of the grid's 2 cells (see --list-cells), got -1\n"
     )
     with pytest.raises(IncompleteGrid, match="no cell of the grid has finished in"):
         collect(grid, tmp_path / "g")
