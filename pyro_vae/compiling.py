@@ -84,6 +84,11 @@ def compile_networks(model: nn.Module, backend: str | None = None, notice: Calla
     if reason is not None:
         notice(f"pyro-vae: torch.compile is unavailable here ({reason}); training with eager networks")
         return False
+    # stl and dreg on flows backpropagate through a flow step's graph several times (retain_graph,
+    # pyro_vae.pathwise), which a compiled backward with donated buffers refuses
+    functorch_config = getattr(getattr(torch, "_functorch", None), "config", None)
+    if functorch_config is not None and hasattr(functorch_config, "donated_buffer"):
+        functorch_config.donated_buffer = False
     for _, module in networks(model):
         module.compile(backend=backend)
     return True
