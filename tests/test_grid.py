@@ -74,6 +74,22 @@ def test_worker_resources_share_the_threads():
         torch.set_num_threads(threads)
 
 
+def test_workers_get_a_gpu_each_when_several_are_visible(monkeypatch):
+    """Dealt round-robin from CUDA_VISIBLE_DEVICES (or 0..n−1), only for cells that run on CUDA."""
+    import pyro_vae.grid as grid_module
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(grid_module, "resolve_device", lambda name: torch.device("cuda" if name != "cpu" else "cpu"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert worker_resources(3, "cuda") == (max(1, threads // 3), ["0", "1", "0"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+    assert worker_resources(2, "auto")[1] == ["4", "7"]
+    assert worker_resources(2, "cpu")[1] is None
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert worker_resources(2, "cuda")[1] is None  # one GPU: the workers share it
+
+
 def test_list_cells_cell_and_collect(grid, tmp_path, capsys):
     out = tmp_path / "grid"
     assert main([*flags(grid, out), "--list-cells"]) == 0
