@@ -15,6 +15,7 @@ multi-particle estimator, against the same estimator at K = 1.
 
     python benchmarks/estimator_cost.py                        # K = 1, 5, 50; 20 steps x 7 rounds
     python benchmarks/estimator_cost.py --repeats 2 --steps 5  # quick
+    python benchmarks/estimator_cost.py --pairs diag:trace iaf:trace iaf:stl iaf:dreg  # flows ÷ diag + trace
 """
 
 from __future__ import annotations
@@ -74,20 +75,39 @@ def main() -> None:
     p.add_argument("--guide", default="diag", help="a name in pyro_vae.guides.GUIDES")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 5, 50], help="particle counts")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--z-dim", type=int, default=50, help="latent dimension of the 784-400-z VAE")
     p.add_argument("--steps", type=int, default=20, help="training steps per timed block")
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--pairs",
+        nargs="+",
+        metavar="GUIDE:ELBO[:K]",
+        help="time these guide+estimator pairs instead (e.g. diag:trace iaf:stl iaf:dreg:5); the first is the baseline",
+    )
     args = p.parse_args()
     device = setup(args)
-    print_header(f"Estimator cost: seconds per epoch, guide {args.guide}", device)
+    what = f"pairs {' '.join(args.pairs)}" if args.pairs else f"guide {args.guide}"
+    print_header(f"Estimator cost: seconds per epoch, {what}", device)
     x_all = load_fashion_mnist(args.data_dir, device).train_x
-    vae0 = new_vae(seed=args.seed, guide=args.guide).to(device)
 
     blocks, skipped = {}, []
-    for label, name, k in contenders(args.ks):
-        vae = copy.deepcopy(vae0)
+    if args.pairs:
+        global BASELINE
+        entries = []
+        for pair in args.pairs:
+            guide, name, *k = pair.split(":")
+            entries.append((f"{guide}+{name} K={k[0] if k else 1}", guide, name, int(k[0]) if k else 1))
+        BASELINE = entries[0][0]
+    else:
+        entries = [(label, args.guide, name, k) for label, name, k in contenders(args.ks)]
+    vaes = {}
+    for label, guide, name, k in entries:
+        if guide not in vaes:
+            vaes[guide] = new_vae(args.z_dim, seed=args.seed, guide=guide).to(device)
+        vae = copy.deepcopy(vaes[guide])
         try:
-            check_pair(name, args.guide, vae.model, vae.guide, x_all[:2])
+            check_pair(name, guide, vae.model, vae.guide, x_all[:2])
         except ValueError as e:
             skipped.append((label, str(e)))
             continue

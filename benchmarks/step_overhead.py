@@ -11,7 +11,10 @@ Trace_ELBO computes it), with Adam at lr 1e-3:
   that ``pyro_vae.elbos.build_elbo`` builds for the default config (Trace_ELBO) and the optimizer of
   ``pyro_vae.train.make_optimizer`` (one fused ``torch.optim.Adam``): ``loss_and_grads`` with validation
   off, ``optimizer.step()``, ``zero_grad()``; ``math.isfinite(loss)`` and ``total += loss`` as ``_train``.
-  ``pyro_vae-jit``: the same with ``--jit`` (JitTrace_ELBO).
+  ``pyro_vae-jit``: the same with ``--jit`` (JitTrace_ELBO). ``pyro_vae-compile``: the same with ``--compile``
+  (the encoder, decoder and guide-head networks under ``torch.compile``, Pyro's tracing eager).
+- ``torch-compile``: ``torch`` with its whole loss under ``torch.compile`` (default backend, inductor). The
+  first step of each contender (compilation included) is timed separately and reported.
 - ``svi``: the step of Pyro's VAE tutorial, and of pyro_vae before ``train_step``: ``SVI(model, guide,
   pyro.optim.Adam, Trace_ELBO())`` (``pyro.optim.Adam`` makes one torch Adam per parameter tensor),
   ``loss = svi.step(x)``. Validation on (Pyro's default unless ``python -O``).
@@ -52,6 +55,7 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+import time
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -82,6 +86,7 @@ from pyro.infer import Trace_ELBO
 from torch import Tensor
 
 import pyro_vae
+from pyro_vae.compiling import compile_networks
 from pyro_vae.elbos import build_elbo
 from pyro_vae.train import make_optimizer, train_step
 
@@ -104,8 +109,27 @@ def torch_step(vae: pyro_vae.VAE, lr: float, fused: bool = False) -> Step:
     return step
 
 
-def pyro_vae_step(vae: pyro_vae.VAE, lr: float, jit: bool = False) -> Step:
-    """The inner-loop body of ``pyro_vae.train._train``, on the estimator and optimizer pyro_vae builds."""
+def torch_compile_step(vae: pyro_vae.VAE, lr: float) -> Step:
+    """``torch``, with the loss (both networks and the ELBO) under ``torch.compile`` (inductor)."""
+    ref = TorchVAE(vae)
+    opt = torch.optim.Adam(ref.parameters(), **adam_args(lr, False))
+    loss_fn = torch.compile(ref.loss)
+
+    def step(x):
+        loss = loss_fn(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def pyro_vae_step(vae: pyro_vae.VAE, lr: float, jit: bool = False, compile: bool = False) -> Step:
+    """The inner-loop body of ``pyro_vae.train._train``, on the estimator and optimizer pyro_vae builds;
+    ``compile``: the networks compiled as ``pyro-vae train --compile`` compiles them."""
+    if compile:
+        compile_networks(vae)
     elbo = build_elbo("trace", jit=jit)
     opt = make_optimizer(vae, lr)
 
@@ -187,6 +211,8 @@ CONTENDERS: dict[str, Callable[[pyro_vae.VAE, float], Step]] = {
     "torch+fused-adam": partial(torch_step, fused=True),
     "pyro_vae": pyro_vae_step,
     "pyro_vae-jit": partial(pyro_vae_step, jit=True),
+    "torch-compile": torch_compile_step,
+    "pyro_vae-compile": partial(pyro_vae_step, compile=True),
     "svi": svi_step,
     "svi-novalidate": partial(svi_step, validate=False),
     "svi-jit": partial(svi_step, jit=True),
@@ -215,8 +241,17 @@ def block(step: Step, x_all: Tensor, batch_size: int, steps: int) -> Callable[[]
     return run
 
 
+FIRST_STEP: dict[tuple[str, int], float] = {}  # (contender, batch size) ↦ seconds of its first step
+
+
 def time_steps(vae0, names, x_all, batch_size, args) -> dict[str, list[float]]:
+    """Blocks of steps, interleaved; the first step of each contender (compilation, for the compiled
+    ones) is timed alone first, into :data:`FIRST_STEP`."""
     steps = {name: CONTENDERS[name](copy.deepcopy(vae0), args.lr) for name in names}
+    for name, step in steps.items():
+        start = time.perf_counter()
+        float(step(x_all[:batch_size]))
+        FIRST_STEP[name, batch_size] = time.perf_counter() - start
     blocks = {name: block(step, x_all, batch_size, args.steps) for name, step in steps.items()}
     return interleave(blocks, args.repeats, args.device_, warmup=2, progress=False)
 
@@ -399,6 +434,11 @@ def main() -> None:
     if summary_fused:
         headers.append(f"÷ {FUSED_BASELINE}, batch {'/'.join(map(str, args.batch_sizes))}")
     print_table(headers, rows, "summary: median time ratio to the pure-PyTorch step")
+    slow_first = [n for n in names if "compile" in n or "jit" in n]
+    if slow_first:
+        rows = [[n, *(f"{FIRST_STEP[n, bs]:.1f}" for bs in args.batch_sizes)] for n in slow_first]
+        headers = ["contender", *(f"first step, s, batch {bs}" for bs in args.batch_sizes)]
+        print_table(headers, rows, "compilation: the first training step (tracing and compiling included)")
     pyro_names = [n for n in names if not n.startswith("torch")]
     best = min(pyro_names, key=lambda n: statistics.mean(r for _, m, r in summary if m == n))
     print(f"\nfastest Pyro contender (mean ratio over batch sizes): {best}")

@@ -7,6 +7,7 @@ command's folder lock cost no torch import.
 import importlib
 
 _EXPORTS = {
+    "compiling": ["compile_networks"],
     "config": ["ConfigError", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig"],
     "cvae": ["CVAE", "class_log_likelihoods", "generative_classify"],
     "data": [
@@ -25,6 +26,7 @@ _EXPORTS = {
     ],
     "distributed": ["ELBOLoss", "LaunchError"],
     "evaluate": ["elbo_terms", "importance_log_px", "log_weights"],
+    "grid": ["collect", "list_cells", "run_cell_at"],
     "likelihoods": ["LIKELIHOODS", "bits_per_dim"],
     "nets": ["NETS"],
     "runfolder": ["RunLocked", "run_state"],

@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart-changed", action="store_true", help="train afresh the cells made earlier with other settings"
     )
     co.add_argument("--quiet", action="store_true", help="no progress bars")
+    job = co.add_mutually_exclusive_group()
+    job.add_argument("--list-cells", action="store_true", help="print the cells (index, name, state) and exit")
+    job.add_argument("--cell", type=int, metavar="I", help="train cell I alone (for job arrays; see --list-cells)")
+    job.add_argument(
+        "--collect", action="store_true", help="write the tables and plots from the finished cells, naming the missing"
+    )
 
     dr = sub.add_parser(
         "draws",
@@ -333,6 +339,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     given = {o.name: getattr(args, o.name) for o in options_of(CompareConfig) if getattr(args, o.name) is not None}
     cfg = CompareConfig(base=config_from_args(args), **given)
+    if args.list_cells or args.cell is not None or args.collect:
+        return grid_command(cfg, args)
     rows = compare(cfg, args.out, progress=not args.quiet, restart_changed=args.restart_changed)
     print(results_markdown(rows), end="")
     print(f"wrote {Path(args.out) / 'results.md'}, results.csv, elbo_vs_time.png, gradient_snr.png")
@@ -350,6 +358,33 @@ def cmd_draws(args: argparse.Namespace) -> None:
     )
     print(f"{config.data.labels} labels, {len(rows)} label draws (mean ± 95% interval): {words}")
     print(f"wrote {Path(args.out) / 'draws.md'} and draws.json")
+
+
+def grid_command(cfg, args: argparse.Namespace) -> int:
+    """``--list-cells``, ``--cell I`` and ``--collect``; exit status 1 when ``--collect`` finds
+    cells missing (the tables are written from the others)."""
+    from .compare import _one_line, cell_name, results_markdown
+    from .grid import collect, list_cells, run_cell_at
+
+    if args.list_cells:
+        print("\n".join(list_cells(cfg, args.out)))
+        return 0
+    if args.cell is not None:
+        result = run_cell_at(cfg, args.out, args.cell, progress=not args.quiet, restart_changed=args.restart_changed)
+        print(_one_line(cell_name(*cfg.cells()[args.cell]), result))
+        return 0
+    rows, missing = collect(cfg, args.out)
+    print(results_markdown(rows), end="")
+    print(f"wrote {Path(args.out) / 'results.md'}, results.csv, elbo_vs_time.png, gradient_snr.png")
+    if not missing:
+        return 0
+    print("missing cells:\n" + "\n".join(missing))
+    print(
+        f"pyro-vae compare: {len(missing)} of {len(cfg.cells())} cells are missing (listed above); the tables "
+        "cover the others; run the missing ones with --cell I, then --collect again",
+        file=sys.stderr,
+    )
+    return 1
 
 
 COMMANDS = {
@@ -377,6 +412,8 @@ def _early_lock(argv: list[str]) -> RunLock | None:
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in ("train", "compare", "draws") or "-h" in argv or "--help" in argv:
         return None
+    if command == "compare" and ("--list-cells" in argv or _flag_value(argv, "--cell") is not None):
+        return None  # reads the grid, or trains one cell under that cell's own lock
     resume = _flag_value(argv, "--resume") if command == "train" else None
     if resume is not None:
         return RunLock(resume) if Path(resume).is_dir() else None
@@ -413,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except SystemExit as e:  # argparse: --help, or a bad flag (its one line is printed)
         return e.code if isinstance(e.code, int) else 2
     except ConfigError as e:
@@ -428,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if lock is not None:
             lock.release()
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ class CompareConfig:
     base: RunConfig = field(default_factory=RunConfig)
     snr_estimates: int = option(64, "gradient draws per cell for the SNR", minimum=2)
     snr_batch_size: int = option(128, "the fixed training minibatch the SNR is measured on", positive=True)
+    workers: int = option(
+        1, "cells trained at once, each in its own process with its share of the CPU threads (or a GPU)", positive=True
+    )
 
     def cells(self) -> list[tuple[str, str, int, int]]:
         """(guide, estimator, K, seed) for every cell; checks every option and name first.
@@ -96,9 +99,10 @@ class CompareConfig:
 
     def fingerprint(self, config: RunConfig) -> dict:
         """Everything that defines a cell's results: its run config (data, pixels, budget, model,
-        estimator, seed; not the device) and the SNR measurement."""
+        estimator, seed; not the device, nor whether the networks are compiled) and the SNR measurement."""
         run = config.to_dict()
         run["train"].pop("device")
+        run["train"].pop("compile")  # how the same arithmetic runs; grids made before the option match
         fingerprint = {"run": run, "snr_estimates": self.snr_estimates, "snr_batch_size": self.snr_batch_size}
         return json.loads(json.dumps(fingerprint))  # as fingerprint.json reads back (tuples as lists)
 
@@ -219,43 +223,57 @@ def compare(
     cells = cfg.cells()
     out_dir = Path(out_dir)
     with RunLock(out_dir):
-        changed = {}
+        check_cells(cfg, cells, out_dir, restart_changed, log)
+        cfg.base.save(out_dir / "base_config.json")
+        todo = []
         for cell in cells:
             cell_dir = out_dir / "cells" / cell_name(*cell)
-            old, new = _recorded(cell_dir), cfg.fingerprint(cfg.cell_config(*cell))
-            if old is not None and old != new:
-                changed[cell_dir] = changes(old, new)
-        if changed and not restart_changed:
-            first, diff = next(iter(changed.items()))
-            others = f" (and {len(changed) - 1} more cells)" if len(changed) > 1 else ""
-            raise GridMismatch(
-                f"{first}{others} was made with other settings ({'; '.join(diff)}); rerun with --restart-changed "
-                "to train the changed cells afresh, or choose another --out"
-            )
-        for cell_dir in changed:
-            with RunLock(cell_dir):
-                for p in cell_dir.iterdir():
-                    if p.name != LOCK_NAME:
-                        shutil.rmtree(p) if p.is_dir() else p.unlink()
-            log(f"{cell_dir.name}: made with other settings, trained afresh")
-        (out_dir / "cells").mkdir(parents=True, exist_ok=True)
-        cfg.base.save(out_dir / "base_config.json")
-        data = None
-        results = []
-        for guide, elbo, particles, seed in cells:
-            cell_dir = out_dir / "cells" / cell_name(guide, elbo, particles, seed)
             if (cell_dir / "cell.json").is_file():
-                result = json.loads((cell_dir / "cell.json").read_text())
                 log(f"{cell_dir.name}: kept from an earlier run")
             else:
+                todo.append(cell)
+        if cfg.workers > 1 and len(todo) > 1:
+            from .grid import run_in_workers
+
+            run_in_workers(cfg, out_dir, todo, log)
+        else:
+            data = None
+            for cell in todo:
                 if data is None:
                     data = load_data(cfg.base.data, resolve_device(cfg.base.train.device))
-                result = run_cell(cfg, guide, elbo, particles, seed, cell_dir, data, progress)
-                log(_one_line(cell_dir.name, result))
-            results.append(result)
+                cell_dir = out_dir / "cells" / cell_name(*cell)
+                log(_one_line(cell_dir.name, run_cell(cfg, *cell, cell_dir, data, progress)))
+        results = [json.loads((out_dir / "cells" / cell_name(*c) / "cell.json").read_text()) for c in cells]
         rows = aggregate(results)
         write_results(rows, results, out_dir)
         return rows
+
+
+def check_cells(cfg: CompareConfig, cells: list[tuple], out_dir: Path, restart_changed: bool, log=_print) -> None:
+    """Refuse (or, with ``restart_changed``, clear) the cells of ``out_dir`` made with other settings.
+
+    :raises GridMismatch: naming the first changed cell and its changed settings.
+    """
+    changed = {}
+    for cell in cells:
+        cell_dir = out_dir / "cells" / cell_name(*cell)
+        old, new = _recorded(cell_dir), cfg.fingerprint(cfg.cell_config(*cell))
+        if old is not None and old != new:
+            changed[cell_dir] = changes(old, new)
+    if changed and not restart_changed:
+        first, diff = next(iter(changed.items()))
+        others = f" (and {len(changed) - 1} more cells)" if len(changed) > 1 else ""
+        raise GridMismatch(
+            f"{first}{others} was made with other settings ({'; '.join(diff)}); rerun with --restart-changed "
+            "to train the changed cells afresh, or choose another --out"
+        )
+    for cell_dir in changed:
+        with RunLock(cell_dir):
+            for p in cell_dir.iterdir():
+                if p.name != LOCK_NAME:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        log(f"{cell_dir.name}: made with other settings, trained afresh")
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
 
 
 def _one_line(name: str, r: dict) -> str:

@@ -177,7 +177,13 @@ class TrainConfig:
     )
     particles: int = option(1, "K vectorized particles per datapoint for the estimator", positive=True)
     alpha: float = option(0.5, "α of --elbo renyi")
-    jit: bool = option(False, "the estimator's JIT variant (trace, meanfield, tracegraph)")
+    jit: bool = option(
+        False, "the estimator's JIT variant (trace, meanfield, tracegraph; torch.jit.trace, deprecated: see --compile)"
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the encoder, decoder and guide-head networks (Pyro's tracing stays eager); replaces --jit",
+    )
     max_seconds: float | None = option(
         None, "time budget in seconds: stop after the epoch that reaches it (default: epochs only)", positive=True
     )
@@ -379,4 +385,10 @@ class RunConfig:
                 "labels",
                 f"applies to model 'ssvae' only (semi-supervised), got labels={self.data.labels!r} with model "
                 f"{m.model!r}; drop it or use model 'ssvae'",
+            )
+        if self.train.compile and self.train.jit:
+            raise ConfigError(
+                "compile",
+                "replaces --jit and cannot be combined with it (torch.compile and torch.jit.trace on the same "
+                "networks); drop --jit",
             )

@@ -35,7 +35,9 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,7 +57,9 @@ from pyro.infer import (
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
-from torch.distributions import TransformedDistribution, kl_divergence
+from torch.distributions import kl_divergence
+
+from .pathwise import path_log_prob
 
 MAX_PLATE_NESTING = 1  # the "data" plate; vectorized particles go to dim=-2
 
@@ -81,30 +85,28 @@ class _PathwiseELBO(ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
 
-    def _log_weights(self, model, guide, args, kwargs) -> tuple[Tensor, Tensor, tuple]:
+    def _log_weights(self, model, guide, args, kwargs, path: bool = True) -> tuple[Tensor, Tensor, tuple]:
         """:returns: log w and its path-derivative surrogate s, each ``(K, batch)``, and the traces.
 
         s has the value of log w = log p(x, z) − log q(z|x), but its gradient for the guide's
-        parameters φ flows only through z: the direct term ∂/∂φ log q_φ(z) at fixed z is cancelled
-        by adding log q_φ(z̄) − stop_grad(log q_φ(z̄)), z̄ = stop_grad(z).
+        parameters φ flows only through z: log q is :func:`pyro_vae.pathwise.path_log_prob`,
+        log q_φ̄(z) with φ̄ = stop_grad(φ) (for a flow, without inverting it). ``path=False``: s is log w.
         """
         model_tr, guide_tr = self._get_vectorized_trace(model, guide, args, kwargs)
-        log_w = sum(s["log_prob"] for s in _sample_sites(model_tr))
-        direct = 0.0
+        log_p = sum(s["log_prob"] for s in _sample_sites(model_tr))
+        log_w, surrogate = log_p, log_p
         for site in _latent_sites(guide_tr):
             if not site["fn"].has_rsample:
                 raise ValueError(f"site {site['name']!r} has no rsample; this estimator needs a reparameterized guide")
             log_w = log_w - site["log_prob"]
-            at_fixed_z = site["fn"].log_prob(site["value"].detach()) * site["scale"]
-            direct = direct + at_fixed_z - at_fixed_z.detach()
+            surrogate = surrogate - path_log_prob(site) if path else log_w
         if self.num_particles == 1:
-            log_w = log_w.unsqueeze(0)
-            direct = direct.unsqueeze(0) if torch.is_tensor(direct) else direct
-        return log_w, log_w + direct, (model_tr, guide_tr)
+            log_w, surrogate = log_w.unsqueeze(0), surrogate.unsqueeze(0)
+        return log_w, surrogate, (model_tr, guide_tr)
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs) -> float:
-        return self._loss(self._log_weights(model, guide, args, kwargs)[0]).item()
+        return self._loss(self._log_weights(model, guide, args, kwargs, path=False)[0]).item()
 
     def _loss(self, log_w: Tensor) -> Tensor:
         raise NotImplementedError
@@ -144,28 +146,17 @@ class DReG_IWAE(_PathwiseELBO):
     z_k multiplies the gradient reaching it by w̃_k once more. With the latent site scaled by β
     (KL warm-up: log w = log p(x|z) + β(log p(z) − log q(z|x))) the score term carries β, and the
     guide's weight becomes (1 − β) w̃_k + β w̃_k², so the hook multiplies by 1 − β + β w̃_k. For
-    that, log q(z_k|x) is evaluated afresh at z_k (not from a flow's cache), so that its path
-    derivative passes through z_k.
+    that, the path derivative of log q(z_k|x) passes through z_k (:func:`pyro_vae.pathwise.path_log_prob`,
+    which for a flow reads the sample's intermediate values from the flow's cache instead of
+    inverting it).
     """
 
     def _loss(self, log_w: Tensor) -> Tensor:
         return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        model_tr, guide_tr = self._get_vectorized_trace(model, guide, args, kwargs)
-        log_p = sum(s["log_prob"] for s in _sample_sites(model_tr))
-        log_w, surrogate = log_p, log_p
+        log_w, surrogate, (model_tr, guide_tr) = self._log_weights(model, guide, args, kwargs)
         latents = _latent_sites(guide_tr)
-        for site in latents:
-            fn, z, scale = site["fn"], site["value"], site["scale"]
-            log_w = log_w - site["log_prob"]
-            at_fixed_z = fn.log_prob(z.detach()) * scale
-            # a flow's log q(z) comes from its cache, whose graph bypasses z: evaluate it afresh at
-            # z * 1 (a new tensor, so no cache hit) to route its path derivative through z
-            log_q = fn.log_prob(z * 1) * scale if isinstance(fn, TransformedDistribution) else site["log_prob"]
-            surrogate = surrogate - log_q + at_fixed_z - at_fixed_z.detach()
-        if self.num_particles == 1:
-            log_w, surrogate = log_w.unsqueeze(0), surrogate.unsqueeze(0)
         weights = torch.softmax(log_w.detach(), 0)  # (K, batch), normalized over particles
         obs_scale = next((s["scale"] for s in _sample_sites(model_tr) if s["is_observed"]), 1.0)
         for site in latents:
@@ -199,9 +190,31 @@ class Estimator:
     enumerates: bool = False  # sums discrete sites marked for enumeration; only models that ask for it
 
 
+def _no_jit_warning(method: Callable) -> Callable:
+    """``method`` with torch's ``torch.jit.trace`` deprecation FutureWarning hidden from its output."""
+
+    @functools.wraps(method)
+    def quiet(self, *args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=FutureWarning)
+            return method(self, *args, **kwargs)
+
+    return quiet
+
+
+def _quiet(jit_cls: type[ELBO]) -> type[ELBO]:
+    """A subclass of Pyro's JIT estimator whose calls hide the deprecation warning of the
+    ``torch.jit.trace`` they rest on (``--compile`` replaces ``--jit``)."""
+    names = ("loss", "differentiable_loss", "loss_and_grads")
+    methods = {m: _no_jit_warning(getattr(jit_cls, m)) for m in names if hasattr(jit_cls, m)}
+    return type(jit_cls.__name__, (jit_cls,), {**methods, "__doc__": jit_cls.__doc__})
+
+
 def _pyro(cls, jit_cls=None):
+    quiet_jit = _quiet(jit_cls) if jit_cls is not None else None
+
     def make(num_particles: int, alpha: float, jit: bool) -> ELBO:
-        return (jit_cls if jit else cls)(
+        return (quiet_jit if jit else cls)(
             num_particles=num_particles,
             vectorize_particles=num_particles > 1,
             max_plate_nesting=MAX_PLATE_NESTING,

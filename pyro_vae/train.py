@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from . import distributed, plots
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
+from .compiling import compile_networks
 from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
 from .cvae import CVAE, generative_classify
 from .data import DataError, ImageData, batches, check_data_config, check_labels, labelled_subset, load_data
@@ -401,6 +402,8 @@ def _build_and_train(config: RunConfig, out_dir: Path, progress: bool, data: Ima
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     vae = build_model(config, data.image_shape, data.num_classes).to(device)
+    if config.train.compile:
+        compile_networks(vae)
     data.check(unit_interval=vae.lik.unit_interval)
     run = Run(out_dir, config, vae, data, {"data": data.describe(), "epochs": []}, data.image_shape)
     if vae.conditional:
@@ -482,6 +485,8 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
         if state == "new":  # killed before the epoch-0 checkpoint: nothing trained, start again
             return _start(config, run_dir, progress, None)
         run, ckpt = load_run(run_dir, config.train.device)
+        if config.train.compile:
+            compile_networks(run.vae)
         done = ckpt["epoch"]
         if config.train.epochs < done:
             raise ConfigError(

@@ -16,6 +16,16 @@ def judge_cache(tmp_path_factory):
     patch.undo()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def fresh_pyro():
     """Every test starts with an empty param store, a fixed seed and validation on."""
