@@ -140,10 +140,11 @@ def resolve_defaults(config: RunConfig) -> RunConfig:
 
 def recorded_config(path: Path) -> RunConfig:
     """A run's ``config.json``. M2 runs recorded before the ``enum`` estimator existed name
-    ``trace`` for the ``TraceEnum_ELBO`` they trained with; they are read as ``enum``."""
+    ``trace`` for the ``TraceEnum_ELBO`` they trained with; they are read as ``enum``. An estimator
+    left out (``null``) is the model's default."""
     config = RunConfig.load(path)
     cls = MODELS[config.model.model].cls
-    if config.train.elbo == "trace" and "trace" not in accepted_estimators(cls):
+    if config.train.elbo is None or (config.train.elbo == "trace" and "trace" not in accepted_estimators(cls)):
         config.train.elbo = cls.default_estimator
     return config
 
