@@ -13,6 +13,7 @@ before the heavy imports (torch, Pyro).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import typing
@@ -166,6 +167,7 @@ class TrainConfig:
     class_weight: float = option(
         1.0, "--model ssvae: α; each labelled image's −log q(y|x) weighs α·N/N_labelled", minimum=0
     )
+    tensorboard: bool = option(False, "also write a TensorBoard log into RUN_DIR/tensorboard/ (the tensorboard extra)")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -334,6 +336,10 @@ class RunConfig:
         """
         for section in (self.data, self.model, self.train):
             check_options(section)
+        if self.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "tensorboard", 'needs the tensorboard package, which is not installed; pip install -e ".[tensorboard]"'
+            )
         m = self.model
         if m.prior is not None and m.model != "cvae":
             raise ConfigError(

@@ -30,7 +30,7 @@ from pyro.infer import ELBO, TraceEnum_ELBO
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import plots
+from . import plots, tensorboard
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
 from .cvae import CVAE, generative_classify
@@ -501,6 +501,7 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
     if spec.name == "ssvae" and n_train > len(_labelled(run)):
         n_steps = math.ceil((n_train - len(_labelled(run))) / config.train.batch_size)
     budget = config.train.max_seconds
+    log = tensorboard.open_log(run, start_epoch)  # None without --tensorboard
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         if budget is not None and sum(r["seconds"] for r in run.metrics["epochs"]) >= budget:
             break
@@ -555,7 +556,11 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
             )
         _save(run, optim, epoch)
         write_metrics(run)
+        if log is not None:
+            log.epoch(row, vae, data)
         yield epoch
+    if log is not None:
+        log.close()
 
 
 def write_metrics(run: Run) -> None:
