@@ -96,10 +96,12 @@ class CompareConfig:
 
     def fingerprint(self, config: RunConfig) -> dict:
         """Everything that defines a cell's results: its run config (data, pixels, budget, model,
-        estimator, seed; not the device, nor whether a TensorBoard log is written) and the SNR measurement."""
+        estimator, seed; not the device, the data's memory budget, nor whether a TensorBoard log is
+        written) and the SNR measurement."""
         run = config.to_dict()
         for key in ("device", "tensorboard"):
             run["train"].pop(key)
+        run["data"].pop("max_data_memory")
         fingerprint = {"run": run, "snr_estimates": self.snr_estimates, "snr_batch_size": self.snr_batch_size}
         return json.loads(json.dumps(fingerprint))  # as fingerprint.json reads back (tuples as lists)
 

@@ -126,6 +126,12 @@ class DataConfig:
         "array: nhwc or nchw when the shape leaves it ambiguous (default: from the shape)",
         choices=("nhwc", "nchw"),
     )
+    max_data_memory: float = option(
+        2.0,
+        "folder: GiB of training images (8-bit) held in memory; above it they stream from disk per batch",
+        positive=True,
+        metavar="GIB",
+    )
 
 
 @dataclass

@@ -530,7 +530,7 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
         seconds = time.perf_counter() - start
         vae.beta = 1.0
         vae.eval()
-        test = summarize(elbo_terms(vae.model, vae.guide, *spec.test_args(data.test_x, data.test_y)))
+        test = summarize(elbo_terms(vae.model, vae.guide, *spec.test_args(data.test_images, data.test_y)))  # chunked
         if not math.isfinite(test["elbo"]):
             raise TrainingDiverged(
                 f"test ELBO became {test['elbo']} after epoch {epoch}; last good checkpoint: {ckpt_path} "
