@@ -116,9 +116,12 @@ def test_a_file_truncated_after_the_scan_is_one_line(tmp_path, folder, capsys):
     with pytest.raises(DataError, match=f"^cannot read image {bad} "):
         list(ByteImages(data.train_store).batches([torch.arange(len(data.train_store))]))
     capsys.readouterr()
-    code = main(["train", *TINY, "--dataset", "folder", "--data-dir", str(folder), "--max-data-memory", "1e-9"])
+    out = tmp_path / "run"
+    args = ["--dataset", "folder", "--data-dir", str(folder), "--max-data-memory", "1e-9", "--out", str(out)]
+    code = main(["train", *TINY, *args])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and f"cannot read image {bad} " in err, err
+    assert (out / "checkpoint.pt").is_file()  # the epoch-0 checkpoint stays: fix the file, then --resume
 
 
 def test_bad_folders_fail_before_streaming(tmp_path):
