@@ -11,6 +11,13 @@ marker). Each row is one ``pyro-vae train`` child process:
 - images per second: the training images over the epoch's ``seconds`` in ``metrics.json`` (the
   training loop alone; the wall time adds loading, the test ELBO, the final estimate and the plots).
 
+The two rows run one after the other, so other work on the machine can favour either. The paired
+table (``--rounds``) compares the two data paths side by side in one process instead: one conv VAE,
+one optimizer, and two endless epoch iterators (in memory, streamed), timed in blocks of ``--block``
+training steps, round-robin (``common.interleave``); the ratio is the median of the per-round ratios.
+The streamed iterator's worker may decode up to 4 batches ahead while the other block runs (at most
+4 / ``--block`` of a block in its favour) and takes CPU from it (in its disfavour).
+
     python benchmarks/streaming.py --threads 1
     python benchmarks/streaming.py --images 2000 --threads 1   # quick
 """
@@ -27,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import parser, print_footer, print_header, print_table, setup
+from common import interleave, parser, print_footer, print_header, print_table, ratio_table, setup
 
 SIZE = 32
 
@@ -86,6 +93,47 @@ def measure(cmd: list[str], env: dict, metrics: Path) -> dict:
     return {"rc": rc, "seconds": wall, "peak_mib": usage.ru_maxrss / 1024, "epoch_peak_mib": epoch_peak, "output": text}
 
 
+def paired(folder: Path, args, device) -> None:
+    """Blocks of training steps on batches from memory and from disk, interleaved (see the module doc)."""
+    import pyro_vae.data as data
+    from pyro_vae.config import DataConfig, RunConfig
+    from pyro_vae.elbos import build_elbo
+    from pyro_vae.train import build_model, make_optimizer, train_step
+
+    sets = {
+        "in memory": data.load_data(DataConfig(dataset="folder", data_dir=str(folder))),
+        "streamed": data.load_data(DataConfig(dataset="folder", data_dir=str(folder), max_data_memory=args.stream_gib)),
+    }
+    assert not sets["in memory"].streamed and sets["streamed"].streamed
+    cfg = RunConfig()
+    cfg.model.net, cfg.model.likelihood, cfg.train.device = "conv", "continuous-bernoulli", str(device)
+    vae = build_model(cfg, sets["streamed"].image_shape).to(device)
+    optim, elbo = make_optimizer(vae, 1e-3), build_elbo("trace", 1, 0.5, False)
+
+    def endless(d):
+        while True:
+            yield from data.batches(d.epoch_train_x(), args.batch_size)
+
+    def block(it):
+        def run():
+            for _ in range(args.block):
+                (x,) = next(it)
+                train_step(elbo, vae, optim, x.to(device))
+
+        return run
+
+    iters = {name: endless(d.to(device)) for name, d in sets.items()}
+    times = interleave({name: block(it) for name, it in iters.items()}, args.rounds, device)
+    headers, rows = ratio_table(times, "in memory", per=args.block * args.batch_size, unit="ms per image")
+    print_table(
+        headers,
+        rows,
+        f"paired: blocks of {args.block} steps (batch {args.batch_size}), {args.rounds} rounds, one process",
+    )
+    ratios = [a / b for a, b in zip(times["in memory"], times["streamed"])]
+    print(f"\nstreamed ÷ in memory, images per second, median of paired rounds: {sorted(ratios)[len(ratios) // 2]:.3f}")
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     cache = Path(os.environ.get("PYRO_VAE_DATA", Path.home() / ".cache" / "pyro_vae"))
@@ -94,6 +142,9 @@ def main() -> None:
     p.add_argument("--stream-gib", type=float, default=0.1, help="--max-data-memory of the streamed row (GiB)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-samples", type=int, default=10, help="K of the final IS estimate (kept small)")
+    p.add_argument("--rounds", type=int, default=8, help="rounds of the paired table (0: skip it)")
+    p.add_argument("--block", type=int, default=60, help="training steps per timed block of the paired table")
+    p.add_argument("--skip-children", action="store_true", help="only the paired table")
     args = p.parse_args()
     device = setup(args)
     folder = args.cache or cache / f"pngs-{args.images}"
@@ -110,6 +161,11 @@ def main() -> None:
     cli = [sys.executable, "-c", "import sys; from pyro_vae.cli import main; sys.exit(main())"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows, rates = [], {}
+    if args.rounds:
+        paired(folder, args, device)
+    if args.skip_children:
+        print_footer()
+        return
     with tempfile.TemporaryDirectory(prefix="pyro-vae-stream-") as tmp:
         for name, budget in (("in memory", []), ("streamed", ["--max-data-memory", str(args.stream_gib)])):
             out = Path(tmp) / name.replace(" ", "-")
