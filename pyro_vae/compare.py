@@ -99,10 +99,13 @@ class CompareConfig:
 
     def fingerprint(self, config: RunConfig) -> dict:
         """Everything that defines a cell's results: its run config (data, pixels, budget, model,
-        estimator, seed; not the device, nor whether the networks are compiled) and the SNR measurement."""
+        estimator, seed; not the device, whether the networks are compiled, the data's memory budget,
+        nor whether a TensorBoard log is written) and the SNR measurement; grids made before these options match."""
         run = config.to_dict()
-        run["train"].pop("device")
-        run["train"].pop("compile")  # how the same arithmetic runs; grids made before the option match
+        for key in ("device", "compile", "tensorboard", "fidelity_samples"):  # the last: conditional models only
+            run["train"].pop(key)
+        for key in ("max_data_memory", "label_seed"):  # the last: ssvae only
+            run["data"].pop(key)
         fingerprint = {"run": run, "snr_estimates": self.snr_estimates, "snr_batch_size": self.snr_batch_size}
         return json.loads(json.dumps(fingerprint))  # as fingerprint.json reads back (tuples as lists)
 
@@ -141,7 +144,8 @@ def _recorded(cell_dir: Path) -> dict | None:
 def changes(old: dict, new: dict) -> list[str]:
     """``key old → new`` for every setting that differs between two fingerprints."""
     old, new = _flat(old), _flat(new)
-    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k, "(unset)") != new.get(k, "(unset)")]
+    # an option added since a grid was made is no change while it is left out (None)
+    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k, None) != new.get(k, None)]
     return [f"{k.removeprefix('run.')} {old.get(k, '(unset)')!r} → {new.get(k, '(unset)')!r}" for k in keys]
 
 

@@ -13,6 +13,7 @@ before the heavy imports (torch, Pyro).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import typing
@@ -128,6 +129,12 @@ class DataConfig:
         "array: nhwc or nchw when the shape leaves it ambiguous (default: from the shape)",
         choices=("nhwc", "nchw"),
     )
+    max_data_memory: float = option(
+        2.0,
+        "folder: GiB of training images (8-bit) held in memory; above it they stream from disk per batch",
+        positive=True,
+        metavar="GIB",
+    )
 
 
 @dataclass
@@ -195,6 +202,7 @@ class TrainConfig:
         "--model cvae, ssvae: samples per class for the label fidelity at the end (a CNN judge reads them); 0 = skip",
         minimum=0,
     )
+    tensorboard: bool = option(False, "also write a TensorBoard log into RUN_DIR/tensorboard/ (the tensorboard extra)")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -363,6 +371,10 @@ class RunConfig:
         """
         for section in (self.data, self.model, self.train):
             check_options(section)
+        if self.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "tensorboard", 'needs the tensorboard package, which is not installed; pip install -e ".[tensorboard]"'
+            )
         m = self.model
         if m.prior is not None and m.model != "cvae":
             raise ConfigError(

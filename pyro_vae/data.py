@@ -108,17 +108,33 @@ class ByteImages:
     float32 in [0, 1], for any index a tensor takes (slices, index tensors).
 
     So :func:`batches` and :func:`~pyro_vae.ssvae.semi_supervised_batches` hand out float batches
-    while the whole set stays uint8 on the device: 4× less memory than float32.
+    while the whole set stays uint8 on the device: 4× less memory than float32. ``data`` may also be
+    a :class:`~pyro_vae.streaming.DiskImages` (images on disk), and ``binarize=True`` draws each
+    batch's pixels as Bernoulli(value / 255) (dynamic binarization of streamed images).
     """
 
-    def __init__(self, data: Tensor):
+    def __init__(self, data: Tensor, binarize: bool = False):
         self.data = data  # (N, D) uint8
+        self.binarize = binarize
 
     def __len__(self) -> int:
         return len(self.data)
 
+    def _float(self, x: Tensor) -> Tensor:
+        x = x.to(torch.float32).div_(255.0)
+        return torch.bernoulli(x) if self.binarize else x
+
     def __getitem__(self, idx) -> Tensor:
-        return self.data[idx].to(torch.float32).div_(255.0)
+        return self._float(self.data[idx])
+
+    def batches(self, order: Sequence[Tensor]) -> Iterator[Tensor]:
+        """``self[idx]`` for each index tensor of ``order``, decoded ahead when the images are on disk."""
+        if hasattr(self.data, "batches"):
+            for x in self.data.batches(order):
+                yield self._float(x)
+        else:
+            for idx in order:
+                yield self[idx]
 
     @property
     def shape(self) -> torch.Size:
@@ -216,6 +232,11 @@ class ImageData:
         return self.test_images[:]
 
     @property
+    def streamed(self) -> bool:
+        """Whether the training images stay on disk (:mod:`pyro_vae.streaming`), read per batch."""
+        return not isinstance(self.train_store, Tensor)
+
+    @property
     def storage(self) -> str:
         """``"uint8"`` (8-bit images) or ``"float32"``."""
         return "uint8" if self.train_store.dtype == torch.uint8 else "float32"
@@ -270,6 +291,8 @@ class ImageData:
             which index into float32 batches (as :func:`batches` takes them).
         """
         if self.pixels == "dynamic":
+            if self.streamed:
+                return ByteImages(self.train_store, binarize=True)
             if self.train_store.dtype == torch.uint8:
                 return ByteImages(_binarize_bytes(self.train_store))
             return torch.bernoulli(self.train_store)
@@ -289,6 +312,8 @@ class ImageData:
             out["classes"] = list(self.classes)
         if self.source is not None:
             out["source"] = self.source
+        if self.streamed:
+            out["streamed"] = True
         return out
 
     @classmethod
@@ -400,10 +425,13 @@ def batches(x: Tensor | ByteImages, batch_size: int, *others: Tensor) -> Iterato
 
     :param x: ``(N, D)``, a tensor or :class:`ByteImages` (whose batches come out float32);
         ``others`` are indexed alike (labels, ...).
-    :returns: tuples ``(x[idx], *[o[idx] for o in others])``, each ``(≤batch_size, ...)``.
+    :returns: tuples ``(x[idx], *[o[idx] for o in others])``, each ``(≤batch_size, ...)``; images on
+        disk are decoded ahead (:meth:`ByteImages.batches`), from the same indices.
     """
-    for idx in torch.randperm(len(x), device=x.device).split(batch_size):
-        yield (x[idx], *(o[idx] for o in others))
+    order = torch.randperm(len(x), device=x.device).split(batch_size)
+    rows = x.batches(order) if isinstance(x, ByteImages) else (x[idx] for idx in order)
+    for idx, xb in zip(order, rows):
+        yield (xb, *(o[idx] for o in others))
 
 
 def check_images(x: Tensor, *, name: str = "x", unit_interval: bool = True, x_dim: int | None = None) -> None:
@@ -716,7 +744,9 @@ def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData
 
     - a name in :data:`DATASETS` (``mnist-5k``, ``mnist``, ``fashion-mnist``, ``svhn``): see
       :func:`load_dataset`;
-    - ``folder``: the image folder ``data.data_dir`` (:func:`pyro_vae.sources.read_folder`);
+    - ``folder``: the image folder ``data.data_dir`` (:func:`pyro_vae.sources.read_folder`); when its
+      training images take more than ``data.max_data_memory`` GiB, they stay on disk and stream
+      (:func:`pyro_vae.streaming.stream_folder`);
     - ``array``: the ``.npz`` or ``.npy`` file ``data.data_dir`` (:func:`pyro_vae.sources.read_array`);
     - ``torchvision:NAME``: ``torchvision.datasets.NAME`` (:func:`pyro_vae.sources.read_torchvision`).
 
@@ -728,6 +758,12 @@ def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData
         return load_dataset(data.dataset, data.data_dir, data.pixels, device)
     if data.image_size is not None:
         data = dataclasses.replace(data, image_size=tuple(data.image_size))  # a list when read from JSON
+    if kind == "folder":
+        from .streaming import stream_folder
+
+        streamed = stream_folder(data)  # None when the training images fit in data.max_data_memory
+        if streamed is not None:
+            return streamed.to(device)
     src = SOURCES[kind](data)
     return ImageData.from_source(src, pixels=data.pixels, name=data.dataset, source=data.data_dir).to(device)
 

@@ -55,24 +55,32 @@ def cache_dir() -> str:
     return os.environ.get("PYRO_VAE_DATA", str(Path.home() / ".cache" / "pyro_vae"))
 
 
-def split_train_test(
-    x: np.ndarray, y: np.ndarray | None, test_fraction: float, where: str, classes: list[str] | None = None
-) -> Source:
-    """Hold out ``round(test_fraction * N)`` images (at least one), chosen by a permutation with
-    :data:`SPLIT_SEED`.
+def split_rows(n: int, test_fraction: float, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The train and test rows (each sorted) of ``n`` images: ``round(test_fraction * n)`` (at least
+    one) held out, chosen by a permutation with :data:`SPLIT_SEED`.
 
     :raises DataError: when the split would leave the train or the test set empty.
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
-    n_test = max(1, round(test_fraction * len(x)))
-    if not 1 <= n_test < len(x):
+    n_test = max(1, round(test_fraction * n))
+    if not 1 <= n_test < n:
         raise DataError(
-            f"{where}: {len(x)} images with test_fraction {test_fraction:g} leave an empty train or test set; "
+            f"{where}: {n} images with test_fraction {test_fraction:g} leave an empty train or test set; "
             "add images or change --test-fraction"
         )
-    perm = np.random.default_rng(SPLIT_SEED).permutation(len(x))
-    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def split_train_test(
+    x: np.ndarray, y: np.ndarray | None, test_fraction: float, where: str, classes: list[str] | None = None
+) -> Source:
+    """Hold out ``round(test_fraction * N)`` images (at least one), chosen by :func:`split_rows`.
+
+    :raises DataError: when the split would leave the train or the test set empty.
+    """
+    train, test = split_rows(len(x), test_fraction, where)
     pick = (lambda a, i: None) if y is None else (lambda a, i: a[i])
     return Source(x[train], pick(y, train), x[test], pick(y, test), classes)
 
@@ -295,21 +303,34 @@ def read_image_files(paths: Sequence[Path], channels: int | None, image_size: Se
     return stack_images(decoded())
 
 
-def read_folder(
+class FolderFiles(NamedTuple):
+    """The image files of a folder source, before any is decoded.
+
+    :ivar paths: every file, in reading order; ``labels`` ``(N,)`` int64 or None.
+    :ivar np.ndarray train: the rows of ``paths`` in the training set; ``test`` those in the test set.
+    :ivar classes: the class names, or None.
+    """
+
+    paths: list[Path]
+    labels: np.ndarray | None
+    train: np.ndarray
+    test: np.ndarray
+    classes: list[str] | None
+
+
+def folder_files(
     data_dir: str | None,
     *,
     image_size: Sequence[int] | None = None,
     channels: int | None = None,
     test_fraction: float = 0.1,
-) -> Source:
-    """A folder of images: ``train/`` and ``test/`` subfolders, or one folder split by ``test_fraction``.
+    split: bool = True,
+) -> FolderFiles:
+    """The files of an image folder (:func:`read_folder`) and their train/test split.
 
-    Each of them holds one subfolder per class (labels from the folder names, in sorted order, as
-    torchvision's ``ImageFolder`` gives them) or images directly (no labels).
-
-    :param image_size: ``(H, W)`` to resize every image to (bilinear).
-    :param channels: 1 (grey) or 3 (RGB); None: grey if every image is grey, RGB otherwise.
-    :raises DataError: naming the folder or file at fault.
+    :param bool split: False leaves ``train`` and ``test`` empty for a folder without a ``train/``
+        and ``test/`` pair (to split after reading, with :func:`split_rows`).
+    :raises DataError: naming the folder at fault.
     """
     if data_dir is None:
         raise DataError("--dataset folder needs --data-dir DIR, a folder of images")
@@ -327,10 +348,39 @@ def read_folder(
                 f"{root / 'train'} has classes {ctr or 'none'} but {root / 'test'} has {cte or 'none'}; "
                 "both need the same class folders"
             )
-        x = read_image_files([*ptr, *pte], channels, image_size)
-        return Source(x[: len(ptr)], ytr, x[len(ptr) :], yte, ctr)
+        labels = None if ytr is None else np.concatenate([ytr, yte])
+        return FolderFiles([*ptr, *pte], labels, np.arange(len(ptr)), np.arange(len(ptr), len(ptr) + len(pte)), ctr)
     paths, y, classes = scan_folder(root)
-    return split_train_test(read_image_files(paths, channels, image_size), y, test_fraction, str(root), classes)
+    if not split:
+        return FolderFiles(paths, y, np.arange(0), np.arange(0), classes)
+    train, test = split_rows(len(paths), test_fraction, str(root))
+    return FolderFiles(paths, y, train, test, classes)
+
+
+def read_folder(
+    data_dir: str | None,
+    *,
+    image_size: Sequence[int] | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.1,
+) -> Source:
+    """A folder of images: ``train/`` and ``test/`` subfolders, or one folder split by ``test_fraction``.
+
+    Each of them holds one subfolder per class (labels from the folder names, in sorted order, as
+    torchvision's ``ImageFolder`` gives them) or images directly (no labels).
+
+    :param image_size: ``(H, W)`` to resize every image to (bilinear).
+    :param channels: 1 (grey) or 3 (RGB); None: grey if every image is grey, RGB otherwise.
+    :raises DataError: naming the folder or file at fault.
+    """
+    files = folder_files(data_dir, image_size=image_size, channels=channels, split=False)
+    x = read_image_files(files.paths, channels, image_size)  # every file is read before the split is checked
+    if len(files.train) + len(files.test) < len(x):
+        train, test = split_rows(len(x), test_fraction, str(data_dir))
+        files = files._replace(train=train, test=test)
+    y = files.labels
+    pick = (lambda rows: None) if y is None else (lambda rows: y[rows])
+    return Source(x[files.train], pick(files.train), x[files.test], pick(files.test), files.classes)
 
 
 # ----------------------------------------------------------------------------- NumPy arrays

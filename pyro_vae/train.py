@@ -34,7 +34,7 @@ from pyro.infer import ELBO
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import distributed, plots
+from . import distributed, plots, tensorboard
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from .compiling import compile_networks
 from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
@@ -577,6 +577,7 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
     group = distributed.current()
     step_on = functools.partial(train_step, elbo, vae) if group is None else distributed.ParallelStep(vae, elbo)
     writer = distributed.is_writer()
+    log = tensorboard.open_log(run, start_epoch) if writer else None  # None without --tensorboard
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         spent = budget is not None and sum(r["seconds"] for r in run.metrics["epochs"]) >= budget
         if distributed.from_rank0(spent):
@@ -614,7 +615,7 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
             yield epoch
             continue
         vae.eval()
-        test = summarize(elbo_terms(vae.model, vae.guide, *spec.test_args(data.test_x, data.test_y)))
+        test = summarize(elbo_terms(vae.model, vae.guide, *spec.test_args(data.test_images, data.test_y)))  # chunked
         if not math.isfinite(test["elbo"]):
             raise TrainingDiverged(
                 f"test ELBO became {test['elbo']} after epoch {epoch}; last good checkpoint: {ckpt_path} "
@@ -640,7 +641,11 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
             )
         _save(run, optim, epoch)
         write_metrics(run)
+        if log is not None:
+            log.epoch(row, vae, data)
         yield epoch
+    if log is not None:
+        log.close()
 
 
 def write_metrics(run: Run) -> None:

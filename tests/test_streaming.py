@@ -1,0 +1,144 @@
+"""Image folders above ``--max-data-memory``: the training set streams from disk through a DataLoader
+with worker processes, with the batches, floats and resume of the in-memory path."""
+
+import json
+
+import pytest
+import torch
+from test_sources import write_images
+
+from pyro_vae.cli import main
+from pyro_vae.config import DataConfig, RunConfig
+from pyro_vae.data import ByteImages, DataError, load_data
+from pyro_vae.streaming import DiskImages
+
+STREAM = 1e-9  # GiB: every folder streams
+TINY = ["--z-dim", "2", "--hidden-dims", "8", "--batch-size", "8", "--num-samples", "4", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Three classes of 4×5 images, one grey class among colour ones (so grey images become RGB)."""
+    root = tmp_path / "images"
+    for k, (c, mode) in enumerate((("a", "RGB"), ("b", "L"), ("c", "RGB"))):
+        write_images(root / c, 10, size=(4, 5), mode=mode, seed=k)
+    return root
+
+
+def config(folder, budget, model="vae", epochs=2, pixels="continuous") -> RunConfig:
+    cfg = RunConfig()
+    cfg.data = DataConfig(dataset="folder", data_dir=str(folder), max_data_memory=budget, pixels=pixels)
+    cfg.model.model, cfg.model.z_dim, cfg.model.hidden_dims = model, 2, (8,)
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.eval_num_samples, cfg.train.device = epochs, 8, 4, "cpu"
+    return cfg
+
+
+def test_streamed_images_equal_the_in_memory_ones(folder):
+    memory = load_data(DataConfig(dataset="folder", data_dir=str(folder)))
+    streamed = load_data(DataConfig(dataset="folder", data_dir=str(folder), max_data_memory=STREAM))
+    assert not memory.streamed and streamed.streamed and isinstance(streamed.train_store, DiskImages)
+    assert streamed.describe() == {**memory.describe(), "streamed": True}
+    assert streamed.image_shape == (3, 4, 5) and streamed.classes == ["a", "b", "c"]
+    assert torch.equal(streamed.train_x, memory.train_x) and torch.equal(streamed.test_x, memory.test_x)
+    assert torch.equal(streamed.train_y, memory.train_y) and torch.equal(streamed.test_y, memory.test_y)
+    assert torch.equal(streamed.train_images[torch.tensor([5, 0, 5])], memory.train_images[torch.tensor([5, 0, 5])])
+    # an epoch decoded ahead by the workers: the same rows, in the order asked
+    order = torch.randperm(len(memory.train_x), generator=torch.Generator().manual_seed(1)).split(8)
+    images = ByteImages(streamed.train_store)
+    assert all(torch.equal(a, memory.train_x[idx]) for a, idx in zip(images.batches(order), order, strict=True))
+
+
+def test_the_budget_decides(folder):
+    """27 training images of 3·4·5 bytes = 1620 bytes: in memory at 1620 bytes, streamed below."""
+    at = 1620 / 2**30
+    assert not load_data(DataConfig(dataset="folder", data_dir=str(folder), max_data_memory=at)).streamed
+    assert load_data(DataConfig(dataset="folder", data_dir=str(folder), max_data_memory=at * 0.999)).streamed
+
+
+@pytest.mark.parametrize("model", ["vae", "ssvae"])  # cvae's batches are vae's with labels
+def test_streamed_training_equals_in_memory_training(tmp_path, folder, model):
+    """Same randperm, same floats: the same parameters to the bit, and the same metrics."""
+    from pyro_vae.train import fit
+
+    runs = [fit(config(folder, b, model), tmp_path / f"run{b}", progress=False) for b in (2.0, STREAM)]
+    assert runs[1].metrics["data"]["streamed"] is True and "streamed" not in runs[0].metrics["data"]
+    for p, q in zip(*(r.vae.parameters() for r in runs), strict=True):
+        assert torch.equal(p, q)
+    for a, b in zip(*(r.metrics["epochs"] for r in runs), strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert runs[0].metrics["final"]["elbo"] == runs[1].metrics["final"]["elbo"]
+
+
+@pytest.mark.parametrize(
+    "budget, pixels",
+    [(2.0, "continuous"), (STREAM, "continuous"), (STREAM, "dynamic"), (STREAM, "static")],
+    ids=["in-memory", "streamed", "streamed-dynamic", "streamed-static"],
+)
+def test_resume_equals_an_uninterrupted_run(tmp_path, folder, budget, pixels):
+    from pyro_vae.train import fit, resume
+
+    whole = fit(config(folder, budget, pixels=pixels), tmp_path / "whole", progress=False)
+    fit(config(folder, budget, epochs=1, pixels=pixels), tmp_path / "part", progress=False)
+    resumed = resume(tmp_path / "part", 2, progress=False)
+    assert resumed.data.streamed == (budget == STREAM)
+    for p, q in zip(whole.vae.parameters(), resumed.vae.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert [r["test_elbo"] for r in whole.metrics["epochs"]] == [r["test_elbo"] for r in resumed.metrics["epochs"]]
+
+
+def test_streamed_binarization_draws_zeros_and_ones(folder):
+    dynamic = load_data(DataConfig(dataset="folder", data_dir=str(folder), max_data_memory=STREAM, pixels="dynamic"))
+    a, b = dynamic.epoch_train_x()[:], dynamic.epoch_train_x()[:]
+    assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)  # drawn anew
+    static = load_data(DataConfig(dataset="folder", data_dir=str(folder), max_data_memory=STREAM, pixels="static"))
+    assert torch.equal(static.epoch_train_x()[:], static.epoch_train_x()[:])  # drawn once per image
+    assert set(static.train_x.unique().tolist()) == {0.0, 1.0}
+    memory = load_data(DataConfig(dataset="folder", data_dir=str(folder), pixels="static"))
+    assert torch.equal(static.test_x, memory.test_x)  # the test set is binarized as in memory
+
+
+def test_cli_streams_and_records_it(tmp_path, folder, capsys):
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "1", "--dataset", "folder", "--data-dir", str(folder)]
+    assert main([*args, "--max-data-memory", "1e-9", "--out", str(out)]) == 0
+    data = json.loads((out / "metrics.json").read_text())["data"]
+    assert data["streamed"] is True and data["train_size"] == 27
+    assert json.loads((out / "config.json").read_text())["data"]["max_data_memory"] == 1e-9
+
+
+def test_a_file_truncated_after_the_scan_is_one_line(tmp_path, folder, capsys):
+    """Headers are read up front; a file whose pixels cannot be decoded stops training in one line."""
+    bad = folder / "a" / "03.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # the header survives, the pixel data does not
+    with pytest.raises(DataError, match=f"^cannot read image {bad} "):
+        load_data(DataConfig(dataset="folder", data_dir=str(folder))).train_x
+    data = load_data(DataConfig(dataset="folder", data_dir=str(folder), max_data_memory=STREAM))
+    with pytest.raises(DataError, match=f"^cannot read image {bad} "):
+        list(ByteImages(data.train_store).batches([torch.arange(len(data.train_store))]))
+    capsys.readouterr()
+    out = tmp_path / "run"
+    args = ["--dataset", "folder", "--data-dir", str(folder), "--max-data-memory", "1e-9", "--out", str(out)]
+    code = main(["train", *TINY, *args])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"cannot read image {bad} " in err, err
+    assert (out / "checkpoint.pt").is_file()  # the epoch-0 checkpoint stays: fix the file, then --resume
+
+
+def test_bad_folders_fail_before_streaming(tmp_path):
+    write_images(tmp_path / "a", 2, size=(4, 4))
+    write_images(tmp_path / "b", 2, size=(5, 4))
+    with pytest.raises(DataError) as err:
+        load_data(DataConfig(dataset="folder", data_dir=str(tmp_path), max_data_memory=STREAM))
+    assert str(err.value) == (
+        f"{tmp_path / 'b' / '00.png'} is 5×4 but {tmp_path / 'a' / '00.png'} is 4×4; "
+        "images of different sizes need --image-size H W"
+    )
+    (tmp_path / "a" / "zz.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"cannot read image {tmp_path / 'a' / 'zz.png'} .UnidentifiedImageError"):
+        load_data(DataConfig(dataset="folder", data_dir=str(tmp_path), image_size=(4, 4), max_data_memory=STREAM))
+    resized = load_data(
+        DataConfig(
+            dataset="folder", data_dir=str(tmp_path / "b"), image_size=(3, 3), test_fraction=0.5, max_data_memory=STREAM
+        )
+    )
+    assert resized.streamed and resized.train_x.shape == (1, 27)
