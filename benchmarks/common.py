@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks in this folder (issue 5: pyro_vae against pure PyTorch and Pyro's tutorial).
+"""Shared helpers for the benchmarks in this folder.
 
 - :func:`parser` and :func:`setup`: the flags every script takes (``--device``, ``--threads``, ``--seed``);
 - :func:`interleave` and :func:`ratio_table`: time contenders in one process, round-robin, so that they
