@@ -14,7 +14,7 @@ keeps a running ``logaddexp`` over particle chunks; pyro_vae traces the model an
   bound whatever the number of images.
 
     python benchmarks/importance_sampling.py --num-images 1000        # K = 5000; ~10 min on 2 cores
-    python benchmarks/importance_sampling.py --num-images 10000       # the issue's full size (~1.5 h)
+    python benchmarks/importance_sampling.py --num-images 10000       # the full size (~1.5 h)
     python benchmarks/importance_sampling.py --num-samples 500 --num-images 100 --repeats 1   # quick
     python benchmarks/importance_sampling.py --num-images 12 --profile    # + which torch ops differ
 """

@@ -32,7 +32,7 @@ def train(model, data, epochs: int, args_of_epoch, lr: float = 1e-3):
 
 @pytest.mark.parametrize(
     "prior, fidelity, log_pxy",
-    # the issue's targets: fidelity ≥ 0.97 (learned prior) and ≥ 0.95 (standard), IS log p(x|y)
+    # the targets: fidelity ≥ 0.97 (learned prior) and ≥ 0.95 (standard), IS log p(x|y)
     # within 1 nat of the earlier defaults' −100.3 and −102.0
     [(None, 0.97, -100.3 - 1.0), ("standard", 0.95, -102.0 - 1.0)],
 )
