@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU path in one run of about 8 minutes on one CUDA GPU, from the repository root:
+# The GPU path in one run of about 9 minutes on one CUDA GPU, from the repository root:
 #
 #   bash benchmarks/gpu_check.sh [FASHION_MNIST_DIR] [LOG_DIR]
 #
@@ -9,7 +9,9 @@
 #    step, eager and compiled, at batch 128 and 256, with the first (compiling) step timed;
 # 3. the default `pyro-vae train` on Fashion-MNIST (784-400-20, diag + trace, batch 128), stopped by a
 #    time budget after the epoch that reaches 90 s, then the test ELBO and IS log p(x) at K = 1000;
-# 4. benchmarks/importance_sampling.py at K = 5000 on 10,000 test images (pyro_vae against pure PyTorch).
+# 4. benchmarks/importance_sampling.py at K = 5000 on 10,000 test images (pyro_vae against pure PyTorch);
+# 5. data-parallel training with nccl: `torchrun --nproc-per-node 1 -m pyro_vae train --device cuda` for two
+#    epochs on MNIST-5k, then --resume to a third.
 #
 # FASHION_MNIST_DIR holds the four Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist); on
 # a machine without network, copy them into an ignored folder of the checkout and pass that. Where Pyro
@@ -49,6 +51,11 @@ stage train-default 130 $PY -m pyro_vae.cli train --dataset fashion-mnist --data
   --max-seconds 90 --quiet --out "$(mktemp -d)/run"
 stage importance-sampling 110 $PY benchmarks/importance_sampling.py --device cuda --data-dir "$DATA" \
   --num-samples 5000 --num-images 10000 --repeats 1
+ddp_run="$(mktemp -d)/ddp"
+stage ddp-nccl 90 $PY -m torch.distributed.run --nproc-per-node 1 -m pyro_vae train --device cuda --epochs 2 \
+  --num-samples 100 --quiet --out "$ddp_run"
+stage ddp-nccl-resume 60 $PY -m torch.distributed.run --nproc-per-node 1 -m pyro_vae train --resume "$ddp_run" \
+  --epochs 3 --quiet
 
 echo "== done, $([ $failed -eq 0 ] && echo 'every stage passed' || echo 'some stage failed'); logs in $LOGS"
 exit $failed
