@@ -43,6 +43,7 @@ from .sources import (
     Source,
     class_names,
     labels_array,
+    open_torchvision,
     read_array,
     read_dataset,
     read_folder,
@@ -764,7 +765,18 @@ def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData
         streamed = stream_folder(data)  # None when the training images fit in data.max_data_memory
         if streamed is not None:
             return streamed.to(device)
-    src = SOURCES[kind](data)
+    if kind == TORCHVISION_PREFIX:
+        from .streaming import stream_torchvision
+
+        opened = open_torchvision(data.dataset, data.data_dir)
+        streamed = stream_torchvision(data, opened)
+        if streamed is not None:
+            return streamed.to(device)
+        src = read_torchvision(  # the sets already opened
+            opened, data.data_dir, image_size=data.image_size, channels=data.channels, test_fraction=data.test_fraction
+        )
+    else:
+        src = SOURCES[kind](data)
     return ImageData.from_source(src, pixels=data.pixels, name=data.dataset, source=data.data_dir).to(device)
 
 

@@ -440,6 +440,11 @@ def _label(target: Any) -> int | None:
     return None
 
 
+def image_and_target(item: Any) -> tuple[Any, Any]:
+    """A dataset item as ``(image, target)``: an ``(image, target)`` pair, or an image alone (target None)."""
+    return (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)
+
+
 def read_dataset(
     dataset, where: str, *, channels: int | None = None, image_size: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -458,8 +463,7 @@ def read_dataset(
 
     def converted():
         for i in range(n):
-            item = dataset[i]
-            img, target = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)
+            img, target = image_and_target(dataset[i])
             labels.append(_label(target))
             yield to_image_array(img, channels, image_size, f"{where} item {i}"), f"{where} item {i}"
 
@@ -494,21 +498,24 @@ def _torchvision_splits(cls, name: str, subset: str | None) -> tuple[list[dict],
     return [{}], True
 
 
-def read_torchvision(
-    dataset: str,
-    data_dir: str | None,
-    *,
-    image_size: Sequence[int] | None = None,
-    channels: int | None = None,
-    test_fraction: float = 0.1,
-) -> Source:
-    """``torchvision:NAME`` (or ``torchvision:NAME:SUBSET``, e.g. ``torchvision:EMNIST:balanced``):
-    the class ``torchvision.datasets.NAME``, read from ``data_dir`` as its root, or downloaded into
-    :func:`cache_dir`.
+class TorchvisionSets(NamedTuple):
+    """A ``torchvision:NAME`` source opened but not read: its datasets, built without a transform.
 
-    Its train and test splits are taken from ``train=``, ``split=`` or ``background=``, whichever
-    it has; a dataset with none is split by ``test_fraction``. Labels are kept when every target
-    is a class index and the two splits share their classes.
+    :ivar sets: ``[train, test]``, or ``[all]`` for a dataset without a test split (split by
+        ``test_fraction``).
+    :ivar where: the name of each set, for messages.
+    :ivar bool shared_labels: whether the two sets' labels share one set of classes.
+    """
+
+    name: str
+    sets: list
+    where: list[str]
+    shared_labels: bool
+
+
+def open_torchvision(dataset: str, data_dir: str | None) -> TorchvisionSets:
+    """The datasets of ``torchvision:NAME`` (see :func:`read_torchvision`), downloaded if need be;
+    no image is decoded.
 
     :raises DataError: for an unknown class, or a dataset that cannot be read or downloaded.
     """
@@ -532,7 +539,31 @@ def read_torchvision(
             f"torchvision.datasets.{name} finds them under a folder and pass --data-dir FOLDER"
         ) from None
     where = [f"{dataset} ({kw_name})" for kw_name in ("train", "test")[: len(sets)]]
-    read = [read_dataset(s, w, channels=channels, image_size=image_size) for s, w in zip(sets, where)]
+    return TorchvisionSets(dataset, sets, where, shared_labels)
+
+
+def read_torchvision(
+    dataset: str | TorchvisionSets,
+    data_dir: str | None,
+    *,
+    image_size: Sequence[int] | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.1,
+) -> Source:
+    """``torchvision:NAME`` (or ``torchvision:NAME:SUBSET``, e.g. ``torchvision:EMNIST:balanced``):
+    the class ``torchvision.datasets.NAME``, read from ``data_dir`` as its root, or downloaded into
+    :func:`cache_dir`.
+
+    Its train and test splits are taken from ``train=``, ``split=`` or ``background=``, whichever
+    it has; a dataset with none is split by ``test_fraction``. Labels are kept when every target
+    is a class index and the two splits share their classes.
+
+    :param dataset: the name, or the sets :func:`open_torchvision` opened.
+    :raises DataError: for an unknown class, or a dataset that cannot be read or downloaded.
+    """
+    opened = dataset if isinstance(dataset, TorchvisionSets) else open_torchvision(dataset, data_dir)
+    dataset, sets = opened.name, opened.sets
+    read = [read_dataset(s, w, channels=channels, image_size=image_size) for s, w in zip(sets, opened.where)]
     classes = class_names(sets[0])
     if len(read) == 1:
         ((x, y),) = read
@@ -540,6 +571,6 @@ def read_torchvision(
     (xtr, ytr), (xte, yte) = read
     if xte.shape[1:] != xtr.shape[1:]:
         raise DataError(f"{dataset}: test images {xte.shape[1:]} differ from train images {xtr.shape[1:]}")
-    if not shared_labels or ytr is None or yte is None or class_names(sets[1]) != classes:
+    if not opened.shared_labels or ytr is None or yte is None or class_names(sets[1]) != classes:
         return Source(xtr, None, xte, None)
     return Source(xtr, ytr, xte, yte, classes)

@@ -1,11 +1,12 @@
 """Image folders above ``--max-data-memory``: the training set streams from disk through a DataLoader
 with worker processes, with the batches, floats and resume of the in-memory path."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
-from test_sources import write_images
+from test_sources import FakeShapes, fake_torchvision, write_images  # noqa: F401  (a fixture)
 
 from pyro_vae.cli import main
 from pyro_vae.config import DataConfig, RunConfig
@@ -142,3 +143,64 @@ def test_bad_folders_fail_before_streaming(tmp_path):
         )
     )
     assert resized.streamed and resized.train_x.shape == (1, 27)
+
+
+# ----------------------------------------------------------------------------- torchvision:NAME
+def tv_config(budget, epochs=2, model="vae", dataset="torchvision:FakeShapes") -> RunConfig:
+    cfg = config(None, budget, model, epochs)
+    cfg.data = DataConfig(dataset=dataset, max_data_memory=budget)
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["FakeShapes", "FakeUnsplit", "FakeFaces"])  # two splits; one, split; no labels
+def test_a_streamed_torchvision_dataset_equals_the_in_memory_one(tmp_path, fake_torchvision, name):  # noqa: F811
+    cfg = DataConfig(dataset=f"torchvision:{name}", data_dir=str(tmp_path), test_fraction=1 / 3)
+    memory = load_data(cfg)
+    streamed = load_data(dataclasses.replace(cfg, max_data_memory=STREAM))
+    assert not memory.streamed and streamed.streamed and isinstance(streamed.train_store, DiskImages)
+    assert streamed.describe() == {**memory.describe(), "streamed": True}
+    assert torch.equal(streamed.train_x, memory.train_x) and torch.equal(streamed.test_x, memory.test_x)
+    for a, b in ((streamed.train_y, memory.train_y), (streamed.test_y, memory.test_y)):
+        assert (a is None and b is None and name == "FakeFaces") or torch.equal(a, b)
+    order = torch.randperm(len(memory.train_x), generator=torch.Generator().manual_seed(1)).split(4)
+    images = ByteImages(streamed.train_store)
+    assert all(torch.equal(a, memory.train_x[idx]) for a, idx in zip(images.batches(order), order, strict=True))
+
+
+def test_torchvision_labels_without_decoding(fake_torchvision, monkeypatch):  # noqa: F811
+    """Labels come from ``targets`` (no item read); without it, from every item's target."""
+    from pyro_vae.streaming import dataset_labels
+
+    data, y, reads = FakeShapes(None), [0, 1, 2, 0, 1, 2, 0, 1, 2], []
+    monkeypatch.setattr(FakeShapes, "__getitem__", lambda self, i: reads.append(i) or (None, y[i]))
+    assert dataset_labels(data, 0).tolist() == y and reads == []  # targets: a list
+    del data.targets
+    data._labels = torch.tensor(y)
+    assert dataset_labels(data, 0).tolist() == y and reads == []  # _labels: a tensor
+    data._labels = torch.tensor(y[::-1])  # disagrees with the first item: not trusted
+    assert dataset_labels(data, 0).tolist() == y and reads == list(range(9))
+    assert dataset_labels(data, torch.zeros(40, dtype=torch.int64)) is None  # attribute vectors: no labels
+
+
+def test_the_budget_decides_for_torchvision(fake_torchvision):  # noqa: F811
+    """9 training images of 3·7·6 bytes = 1134 bytes: in memory at 1134 bytes, streamed below."""
+    at = 1134 / 2**30
+    assert not load_data(DataConfig(dataset="torchvision:FakeShapes", max_data_memory=at)).streamed
+    assert load_data(DataConfig(dataset="torchvision:FakeShapes", max_data_memory=at * 0.999)).streamed
+
+
+@pytest.mark.parametrize("budget", [2.0, STREAM], ids=["in-memory", "streamed"])
+def test_torchvision_resume_equals_an_uninterrupted_run(tmp_path, fake_torchvision, budget):  # noqa: F811
+    from pyro_vae.train import fit, resume
+
+    whole = fit(tv_config(budget), tmp_path / "whole", progress=False)
+    fit(tv_config(budget, epochs=1), tmp_path / "part", progress=False)
+    resumed = resume(tmp_path / "part", 2, progress=False)
+    assert resumed.data.streamed == whole.data.streamed == (budget == STREAM)
+    for p, q in zip(whole.vae.parameters(), resumed.vae.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert [r["test_elbo"] for r in whole.metrics["epochs"]] == [r["test_elbo"] for r in resumed.metrics["epochs"]]
+    if budget == STREAM:  # and the streamed run trained as the in-memory one, to the bit
+        memory = fit(tv_config(2.0), tmp_path / "memory", progress=False)
+        for p, q in zip(whole.vae.parameters(), memory.vae.parameters(), strict=True):
+            assert torch.equal(p, q)
