@@ -749,7 +749,9 @@ def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData
       training images take more than ``data.max_data_memory`` GiB, they stay on disk and stream
       (:func:`pyro_vae.streaming.stream_folder`);
     - ``array``: the ``.npz`` or ``.npy`` file ``data.data_dir`` (:func:`pyro_vae.sources.read_array`);
-    - ``torchvision:NAME``: ``torchvision.datasets.NAME`` (:func:`pyro_vae.sources.read_torchvision`).
+      a ``.npy`` above the budget is memory-mapped and streams (:func:`pyro_vae.streaming.stream_array`);
+    - ``torchvision:NAME``: ``torchvision.datasets.NAME`` (:func:`pyro_vae.sources.read_torchvision`);
+      above the budget its training items stream (:func:`pyro_vae.streaming.stream_torchvision`).
 
     :raises ValueError: for a bad option (see :func:`check_data_config`).
     :raises DataError: naming the file or folder at fault.
@@ -763,6 +765,12 @@ def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData
         from .streaming import stream_folder
 
         streamed = stream_folder(data)  # None when the training images fit in data.max_data_memory
+        if streamed is not None:
+            return streamed.to(device)
+    if kind == "array":
+        from .streaming import stream_array
+
+        streamed = stream_array(data)  # None when the training images fit (or come from an .npz that does)
         if streamed is not None:
             return streamed.to(device)
     if kind == TORCHVISION_PREFIX:

@@ -111,8 +111,8 @@ def check_pixels(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def to_nchw(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
-    """``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` as ``(N, C, H, W)``.
+def layout_of(shape: Sequence[int], layout: str | None, where: str) -> str:
+    """The layout of images of array shape ``shape``: ``"nhw"``, ``"nhwc"`` or ``"nchw"``.
 
     A 4-D shape is read as NHWC when only its last axis could hold 1 or 3 channels, as NCHW when only
     its second could; ``layout`` decides the other cases.
@@ -120,20 +120,32 @@ def to_nchw(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
     :raises DataError: for another number of axes, or a 4-D shape without ``layout`` where both or
         neither of the two readings fit.
     """
-    if layout not in (None, *LAYOUTS):
+    if layout not in (None, "nhw", *LAYOUTS):  # "nhw": as this function reads 3-D shapes
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if x.ndim == 3:
-        return x[:, None]
-    if x.ndim != 4:
-        raise DataError(f"{where} has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    shape = tuple(shape)
+    if len(shape) == 3:
+        return "nhw"
+    if len(shape) != 4:
+        raise DataError(f"{where} has shape {shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
     if layout is None:
-        nhwc, nchw = x.shape[3] in CHANNELS, x.shape[1] in CHANNELS
+        nhwc, nchw = shape[3] in CHANNELS, shape[1] in CHANNELS
         if nhwc == nchw:
             raise DataError(
-                f"{where} has shape {x.shape}, which does not tell where the channels are; "
+                f"{where} has shape {shape}, which does not tell where the channels are; "
                 "pass --layout nhwc or --layout nchw"
             )
         layout = "nhwc" if nhwc else "nchw"
+    return layout
+
+
+def to_nchw(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
+    """``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` as ``(N, C, H, W)`` (see :func:`layout_of`).
+
+    :raises DataError: for a shape whose layout cannot be decided.
+    """
+    layout = layout_of(x.shape, layout, where)
+    if layout == "nhw":
+        return x[:, None]
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" else x
 
 

@@ -1,5 +1,12 @@
-"""Training images larger than memory: an image folder whose training set exceeds the memory budget
-(``--max-data-memory``, GiB of 8-bit pixels) stays on disk and is decoded per batch.
+"""Training images larger than memory: when a source's training set exceeds the memory budget
+(``--max-data-memory``, GiB of 8-bit pixels), it stays on disk and is read per batch.
+
+- ``folder``: the image files, decoded per batch (:class:`ImageFiles`, :func:`stream_folder`);
+- ``torchvision:NAME``: the dataset's items, converted per batch as in memory
+  (:class:`DatasetImages`, :func:`stream_torchvision`; labels read up front, :func:`dataset_labels`);
+- ``array``: a single ``.npy`` of 8-bit images, memory-mapped and read by rows (:class:`ArrayRows`,
+  :func:`stream_array`). An ``.npz`` cannot be memory-mapped, and float pixels do not stream:
+  above the budget both are a one-line error that says what to do.
 
 :class:`DiskImages` stands where a uint8 ``(N, D)`` tensor stands in :class:`~pyro_vae.data.ImageData`
 (``train_store``). An epoch's batches come from a ``torch.utils.data.DataLoader`` with worker
@@ -31,14 +38,17 @@ from .sources import (
     DataError,
     TorchvisionSets,
     _label,
+    check_pixels,
     class_names,
     folder_files,
     image_and_target,
+    layout_of,
     pil_to_array,
     read_dataset,
     read_image_files,
     split_rows,
     to_image_array,
+    to_nchw,
 )
 
 WORKERS = min(4, max(1, (os.cpu_count() or 2) - 1))  # decoding processes of a streamed epoch
@@ -139,6 +149,36 @@ class DatasetImages(torch.utils.data.Dataset):
             return (
                 None,
                 f"{name} is {h}×{w} but the first image is {h0}×{w0}; images of different sizes need --image-size H W",
+            )
+        return _flat(a, i, self.static), None
+
+
+class ArrayRows(torch.utils.data.Dataset):
+    """The rows ``rows`` of an ``(N, ...)`` array of 8-bit images, read one at a time (from a memory-
+    mapped ``.npy``): item ``i`` is ``(pixels, None)``, pixels ``(D,)`` uint8 in ``(C, H, W)`` order.
+
+    :param array: ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` integers in 0..255 (checked
+        beforehand) or booleans.
+    :param str layout: ``"nhw"``, ``"nhwc"`` or ``"nchw"`` (:func:`~pyro_vae.sources.layout_of`).
+    :param shape: ``(C, H, W)``.
+    :param bool static: binarize each image once, with the seed ``STATIC_SEED + i``.
+    """
+
+    def __init__(self, array: np.ndarray, rows, layout: str, shape: tuple, where: str, static: bool = False):
+        self.array, self.rows, self.layout, self.shape = array, np.asarray(rows, dtype=np.int64), layout, tuple(shape)
+        self.where, self.static = where, static
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[Tensor | None, str | None]:
+        try:
+            a = to_nchw(np.array(self.array[int(self.rows[i]) : int(self.rows[i]) + 1]), self.layout, self.where)[0]
+            a = check_pixels(a, self.where)
+        except Exception as e:  # the file shortened since it was opened...
+            return (
+                None,
+                f"cannot read {self.where} row {int(self.rows[i])} ({type(e).__name__}: {str(e).strip()[:200]})",
             )
         return _flat(a, i, self.static), None
 
@@ -375,3 +415,77 @@ def stream_torchvision(data: DataConfig, opened: TorchvisionSets):
         raise DataError(f"{name}: test images {x_test.shape[1:]} {x_test.dtype} differ from train images {shape} uint8")
     images = DatasetImages(sets[0], train, data.channels, data.image_size, shape, where[0], data.pixels == "static")
     return _streamed(data, images, x_test, ytr, yte, classes if ytr is not None else None)
+
+
+CHECK_ROWS = 1 << 24  # pixels whose range is checked at once when a streamed array is not uint8
+
+
+def _npz_shape(path: Path, key: str) -> tuple[int, ...] | None:
+    """The shape of the array ``key`` of an ``.npz``, read from its header; None when it has none."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return tuple(header(f)[0])
+    except Exception:  # no such array, not a zip: read_array names it
+        return None
+
+
+def stream_array(data: DataConfig):
+    """A single ``.npy`` of 8-bit images as :class:`~pyro_vae.data.ImageData` with its training rows
+    read per batch from the memory-mapped file (``np.load(mmap_mode="r")``, :class:`ArrayRows`),
+    when they take more than ``data.max_data_memory`` GiB as uint8; None when they fit (read the
+    file with :func:`~pyro_vae.sources.read_array`).
+
+    The test rows (``data.test_fraction``, split as in memory) are read into memory. Integers other
+    than uint8 are checked for 0..255 in chunks first.
+
+    :raises DataError: for an ``.npz`` above the budget (it cannot be memory-mapped: save
+        ``x_train`` as an ``.npy``), or float pixels above the budget (they stream only as 8-bit).
+    """
+    if data.data_dir is None or not Path(data.data_dir).is_file():
+        return None  # read_array names it
+    path, budget = Path(data.data_dir), data.max_data_memory * GIB
+    where = str(path)
+
+    def n_train(n: int) -> int:
+        return n - max(1, round(data.test_fraction * n))
+
+    if path.suffix.lower() == ".npz":
+        shape = _npz_shape(path, "x_train")
+        if shape is None or len(shape) < 2:
+            return None
+        n = shape[0] if _npz_shape(path, "x_test") is not None else n_train(shape[0])
+        if n * math.prod(shape[1:]) > budget:
+            raise DataError(
+                f"{path}: x_train holds {n * math.prod(shape[1:]) / GIB:.3g} GiB of pixels, above --max-data-memory "
+                f"{data.max_data_memory:g}, and an .npz is read whole; save x_train as an .npy (np.save) to stream "
+                "it from disk, or raise --max-data-memory"
+            )
+        return None
+    if path.suffix.lower() != ".npy":
+        return None
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception:  # read_array names it
+        return None
+    if x.ndim not in (3, 4) or n_train(len(x)) * math.prod(x.shape[1:]) <= budget:
+        return None
+    layout = layout_of(x.shape, data.layout, where)
+    if np.issubdtype(x.dtype, np.floating):
+        need = n_train(len(x)) * math.prod(x.shape[1:]) / GIB
+        raise DataError(
+            f"{path} has float pixels, which stream only as 8-bit: save them as uint8 "
+            f"(np.round(x * 255).astype(np.uint8)), or raise --max-data-memory to {need:.3g} or more"
+        )
+    check_pixels(np.asarray(x[:1]), where)  # the dtype
+    if x.dtype not in (np.uint8, np.bool_):
+        rows = max(1, CHECK_ROWS // math.prod(x.shape[1:]))
+        for i in range(0, len(x), rows):
+            check_pixels(np.asarray(x[i : i + rows]), where)
+    train, test = split_rows(len(x), data.test_fraction, where)
+    x_test = check_pixels(to_nchw(np.asarray(x[test]), layout, where), where)
+    shape = tuple(x_test.shape[1:])
+    return _streamed(data, ArrayRows(x, train, layout, shape, where, data.pixels == "static"), x_test, None, None, None)

@@ -4,6 +4,7 @@ with worker processes, with the batches, floats and resume of the in-memory path
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_sources import FakeShapes, fake_torchvision, write_images  # noqa: F401  (a fixture)
@@ -11,7 +12,7 @@ from test_sources import FakeShapes, fake_torchvision, write_images  # noqa: F40
 from pyro_vae.cli import main
 from pyro_vae.config import DataConfig, RunConfig
 from pyro_vae.data import ByteImages, DataError, load_data
-from pyro_vae.streaming import DiskImages
+from pyro_vae.streaming import ArrayRows, DiskImages
 
 STREAM = 1e-9  # GiB: every folder streams
 TINY = ["--z-dim", "2", "--hidden-dims", "8", "--batch-size", "8", "--num-samples", "4", "--quiet", "--device", "cpu"]
@@ -204,3 +205,57 @@ def test_torchvision_resume_equals_an_uninterrupted_run(tmp_path, fake_torchvisi
         memory = fit(tv_config(2.0), tmp_path / "memory", progress=False)
         for p, q in zip(whole.vae.parameters(), memory.vae.parameters(), strict=True):
             assert torch.equal(p, q)
+
+
+# ----------------------------------------------------------------------------- array: one .npy, memory-mapped
+@pytest.mark.parametrize(
+    "shape, dtype", [((12, 5, 4, 3), "uint8"), ((12, 5, 4), "int16"), ((12, 3, 5, 4), "bool")], ids=str
+)
+def test_a_streamed_npy_equals_the_in_memory_one(tmp_path, shape, dtype):
+    x = np.random.default_rng(0).integers(0, 2 if dtype == "bool" else 256, shape).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    cfg = DataConfig(dataset="array", data_dir=str(tmp_path / "x.npy"), test_fraction=0.25)
+    memory, streamed = load_data(cfg), load_data(dataclasses.replace(cfg, max_data_memory=STREAM))
+    assert not memory.streamed and streamed.streamed and isinstance(streamed.train_store.files, ArrayRows)
+    assert streamed.describe() == {**memory.describe(), "streamed": True} and streamed.train_y is None
+    assert torch.equal(streamed.train_x, memory.train_x) and torch.equal(streamed.test_x, memory.test_x)
+    order = torch.randperm(9, generator=torch.Generator().manual_seed(1)).split(4)
+    images = ByteImages(streamed.train_store)
+    assert all(torch.equal(a, memory.train_x[idx]) for a, idx in zip(images.batches(order), order, strict=True))
+
+
+def test_a_streamed_npy_trains_as_in_memory(tmp_path):
+    from pyro_vae.train import fit
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (20, 4, 5), dtype=np.uint8))
+    runs = []
+    for budget in (2.0, STREAM):
+        cfg = config(None, budget)
+        cfg.data = DataConfig(dataset="array", data_dir=str(tmp_path / "x.npy"), max_data_memory=budget)
+        runs.append(fit(cfg, tmp_path / f"run{budget}", progress=False))
+    assert runs[1].data.streamed and not runs[0].data.streamed
+    for p, q in zip(*(r.vae.parameters() for r in runs), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_arrays_that_cannot_stream_say_so(tmp_path, capsys):
+    np.save(tmp_path / "big.npy", np.full((10, 4, 4), 300, dtype=np.int16))
+    with pytest.raises(DataError, match=f"^{tmp_path / 'big.npy'} has values in \\[300, 300\\]; expected integers"):
+        load_data(DataConfig(dataset="array", data_dir=str(tmp_path / "big.npy"), max_data_memory=STREAM))
+    np.save(tmp_path / "float.npy", np.zeros((10, 4, 4), dtype=np.float32))
+    with pytest.raises(DataError) as err:
+        load_data(DataConfig(dataset="array", data_dir=str(tmp_path / "float.npy"), max_data_memory=STREAM))
+    assert str(err.value) == (
+        f"{tmp_path / 'float.npy'} has float pixels, which stream only as 8-bit: save them as uint8 "
+        f"(np.round(x * 255).astype(np.uint8)), or raise --max-data-memory to {144 / 2**30:.3g} or more"
+    )
+    x = np.zeros((10, 4, 4), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "x.npz", x_train=x[:8], x_test=x[8:])
+    assert not load_data(DataConfig(dataset="array", data_dir=str(tmp_path / "x.npz"))).streamed
+    args = ["--dataset", "array", "--data-dir", str(tmp_path / "x.npz"), "--max-data-memory", "1e-9"]
+    assert main(["train", *TINY, *args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(
+        f"{tmp_path / 'x.npz'}: x_train holds {128 / 2**30:.3g} GiB of pixels, above --max-data-memory 1e-09, and "
+        "an .npz is read whole; save x_train as an .npy (np.save) to stream it from disk, or raise --max-data-memory"
+    ), err
