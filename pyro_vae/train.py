@@ -163,7 +163,8 @@ def _cvae_metrics(model: CVAE, x: Tensor, y: Tensor | None, num_samples: int) ->
     """Generative classification argmax_y log p̂(x|y) + log p(y), uniform p(y), with K/10
     importance samples per class (so it costs about as much as the IS log p(x|y) with K)."""
     k = max(1, num_samples // 10)
-    predicted, _ = generative_classify(model.model, model.guide, x, model.num_classes, num_samples=k)
+    chunk = chunk_for_memory(model, model.model, model.guide, x, _needs_labels(y))
+    predicted, _ = generative_classify(model.model, model.guide, x, model.num_classes, num_samples=k, chunk_size=chunk)
     return {
         "conditional": True,
         "prior": model.prior_name,
