@@ -154,32 +154,46 @@ class DatasetImages(torch.utils.data.Dataset):
 
 
 class ArrayRows(torch.utils.data.Dataset):
-    """The rows ``rows`` of an ``(N, ...)`` array of 8-bit images, read one at a time (from a memory-
-    mapped ``.npy``): item ``i`` is ``(pixels, None)``, pixels ``(D,)`` uint8 in ``(C, H, W)`` order.
+    """The rows ``rows`` of a ``.npy`` of 8-bit images, memory-mapped and read one at a time: item
+    ``i`` is ``(pixels, None)``, pixels ``(D,)`` uint8 in ``(C, H, W)`` order.
 
-    :param array: ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` integers in 0..255 (checked
-        beforehand) or booleans.
+    Each process maps the file itself (a pickled copy holds the path, not the array), so worker
+    processes started by ``spawn`` share the page cache rather than a copy of the data.
+
+    :param path: an ``.npy`` of shape ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``, integers
+        in 0..255 (checked beforehand) or booleans.
     :param str layout: ``"nhw"``, ``"nhwc"`` or ``"nchw"`` (:func:`~pyro_vae.sources.layout_of`).
     :param shape: ``(C, H, W)``.
     :param bool static: binarize each image once, with the seed ``STATIC_SEED + i``.
     """
 
-    def __init__(self, array: np.ndarray, rows, layout: str, shape: tuple, where: str, static: bool = False):
-        self.array, self.rows, self.layout, self.shape = array, np.asarray(rows, dtype=np.int64), layout, tuple(shape)
-        self.where, self.static = where, static
+    def __init__(self, path: Path, rows, layout: str, shape: tuple, static: bool = False):
+        self.path, self.rows, self.layout, self.shape = (
+            Path(path),
+            np.asarray(rows, dtype=np.int64),
+            layout,
+            tuple(shape),
+        )
+        self.static, self._array = static, None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return self._array
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[Tensor | None, str | None]:
+        row, where = int(self.rows[i]), str(self.path)
         try:
-            a = to_nchw(np.array(self.array[int(self.rows[i]) : int(self.rows[i]) + 1]), self.layout, self.where)[0]
-            a = check_pixels(a, self.where)
-        except Exception as e:  # the file shortened since it was opened...
-            return (
-                None,
-                f"cannot read {self.where} row {int(self.rows[i])} ({type(e).__name__}: {str(e).strip()[:200]})",
-            )
+            a = check_pixels(to_nchw(np.array(self.array[row : row + 1]), self.layout, where)[0], where)
+        except Exception as e:  # the file shortened or replaced since it was opened...
+            return None, f"cannot read {where} row {row} ({type(e).__name__}: {str(e).strip()[:200]})"
         return _flat(a, i, self.static), None
 
 
@@ -488,4 +502,4 @@ def stream_array(data: DataConfig):
     train, test = split_rows(len(x), data.test_fraction, where)
     x_test = check_pixels(to_nchw(np.asarray(x[test]), layout, where), where)
     shape = tuple(x_test.shape[1:])
-    return _streamed(data, ArrayRows(x, train, layout, shape, where, data.pixels == "static"), x_test, None, None, None)
+    return _streamed(data, ArrayRows(path, train, layout, shape, data.pixels == "static"), x_test, None, None, None)

@@ -259,3 +259,33 @@ def test_arrays_that_cannot_stream_say_so(tmp_path, capsys):
         f"{tmp_path / 'x.npz'}: x_train holds {128 / 2**30:.3g} GiB of pixels, above --max-data-memory 1e-09, and "
         "an .npz is read whole; save x_train as an .npy (np.save) to stream it from disk, or raise --max-data-memory"
     ), err
+
+
+def test_cli_streams_a_torchvision_dataset(tmp_path, fake_torchvision, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "1", "--dataset", "torchvision:FakeShapes", "--data-dir", str(tmp_path)]
+    assert main([*args, "--max-data-memory", "1e-9", "--out", str(out)]) == 0
+    data = json.loads((out / "metrics.json").read_text())["data"]
+    assert data["streamed"] is True and data["train_size"] == 9 and data["classes"] == FakeShapes.classes
+
+
+def test_a_streamed_item_unlike_the_first_is_one_line():
+    """The first item decides the shape: a grey item among colour ones becomes RGB (as in memory),
+    a colour one among grey ones, or one of another size, is a one-line error naming the item."""
+    from PIL import Image
+
+    from pyro_vae.streaming import DatasetImages
+
+    rng = np.random.default_rng(0)
+    grey, colour = rng.integers(0, 256, (5, 4), dtype=np.uint8), rng.integers(0, 256, (5, 4, 3), dtype=np.uint8)
+    items = [(Image.fromarray(grey), 0), (Image.fromarray(colour), 1), (Image.fromarray(grey[:4]), 0)]
+    as_rgb = DatasetImages(items, [0], None, None, (3, 5, 4), "fake")
+    assert torch.equal(as_rgb[0][0], torch.from_numpy(np.repeat(grey[None], 3, axis=0).reshape(-1)))
+    images = DatasetImages(items, [0, 1, 2], None, None, (1, 5, 4), "fake")
+    assert images[1] == (None, "fake item 1 has colour but the dataset's first image is grey; pass --channels 3 (or 1)")
+    assert images[2] == (
+        None,
+        "fake item 2 is 4×4 but the first image is 5×4; images of different sizes need --image-size H W",
+    )
+    with pytest.raises(DataError, match="^fake item 1 has colour"):
+        list(DiskImages(images).batches([torch.arange(3)]))
