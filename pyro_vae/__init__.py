@@ -25,7 +25,7 @@ _EXPORTS = {
         "load_dataset",
     ],
     "distributed": ["ELBOLoss", "LaunchError"],
-    "evaluate": ["elbo_terms", "importance_log_px", "log_weights"],
+    "evaluate": ["chunk_for_memory", "elbo_terms", "importance_log_px", "log_weights"],
     "grid": ["collect", "list_cells", "run_cell_at"],
     "likelihoods": ["LIKELIHOODS", "bits_per_dim"],
     "nets": ["NETS"],

@@ -131,7 +131,8 @@ class DataConfig:
     )
     max_data_memory: float = option(
         2.0,
-        "folder: GiB of training images (8-bit) held in memory; above it they stream from disk per batch",
+        "folder, array (.npy), torchvision:NAME: GiB of training images (8-bit) held in memory; above it they "
+        "stream from disk per batch",
         positive=True,
         metavar="GIB",
     )

@@ -43,6 +43,7 @@ from .sources import (
     Source,
     class_names,
     labels_array,
+    open_torchvision,
     read_array,
     read_dataset,
     read_folder,
@@ -748,7 +749,9 @@ def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData
       training images take more than ``data.max_data_memory`` GiB, they stay on disk and stream
       (:func:`pyro_vae.streaming.stream_folder`);
     - ``array``: the ``.npz`` or ``.npy`` file ``data.data_dir`` (:func:`pyro_vae.sources.read_array`);
-    - ``torchvision:NAME``: ``torchvision.datasets.NAME`` (:func:`pyro_vae.sources.read_torchvision`).
+      a ``.npy`` above the budget is memory-mapped and streams (:func:`pyro_vae.streaming.stream_array`);
+    - ``torchvision:NAME``: ``torchvision.datasets.NAME`` (:func:`pyro_vae.sources.read_torchvision`);
+      above the budget its training items stream (:func:`pyro_vae.streaming.stream_torchvision`).
 
     :raises ValueError: for a bad option (see :func:`check_data_config`).
     :raises DataError: naming the file or folder at fault.
@@ -764,7 +767,24 @@ def load_data(data: DataConfig, device: torch.device | str = "cpu") -> ImageData
         streamed = stream_folder(data)  # None when the training images fit in data.max_data_memory
         if streamed is not None:
             return streamed.to(device)
-    src = SOURCES[kind](data)
+    if kind == "array":
+        from .streaming import stream_array
+
+        streamed = stream_array(data)  # None when the training images fit (or come from an .npz that does)
+        if streamed is not None:
+            return streamed.to(device)
+    if kind == TORCHVISION_PREFIX:
+        from .streaming import stream_torchvision
+
+        opened = open_torchvision(data.dataset, data.data_dir)
+        streamed = stream_torchvision(data, opened)
+        if streamed is not None:
+            return streamed.to(device)
+        src = read_torchvision(  # the sets already opened
+            opened, data.data_dir, image_size=data.image_size, channels=data.channels, test_fraction=data.test_fraction
+        )
+    else:
+        src = SOURCES[kind](data)
     return ImageData.from_source(src, pixels=data.pixels, name=data.dataset, source=data.data_dir).to(device)
 
 

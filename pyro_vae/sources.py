@@ -111,8 +111,8 @@ def check_pixels(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def to_nchw(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
-    """``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` as ``(N, C, H, W)``.
+def layout_of(shape: Sequence[int], layout: str | None, where: str) -> str:
+    """The layout of images of array shape ``shape``: ``"nhw"``, ``"nhwc"`` or ``"nchw"``.
 
     A 4-D shape is read as NHWC when only its last axis could hold 1 or 3 channels, as NCHW when only
     its second could; ``layout`` decides the other cases.
@@ -120,20 +120,32 @@ def to_nchw(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
     :raises DataError: for another number of axes, or a 4-D shape without ``layout`` where both or
         neither of the two readings fit.
     """
-    if layout not in (None, *LAYOUTS):
+    if layout not in (None, "nhw", *LAYOUTS):  # "nhw": as this function reads 3-D shapes
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if x.ndim == 3:
-        return x[:, None]
-    if x.ndim != 4:
-        raise DataError(f"{where} has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    shape = tuple(shape)
+    if len(shape) == 3:
+        return "nhw"
+    if len(shape) != 4:
+        raise DataError(f"{where} has shape {shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
     if layout is None:
-        nhwc, nchw = x.shape[3] in CHANNELS, x.shape[1] in CHANNELS
+        nhwc, nchw = shape[3] in CHANNELS, shape[1] in CHANNELS
         if nhwc == nchw:
             raise DataError(
-                f"{where} has shape {x.shape}, which does not tell where the channels are; "
+                f"{where} has shape {shape}, which does not tell where the channels are; "
                 "pass --layout nhwc or --layout nchw"
             )
         layout = "nhwc" if nhwc else "nchw"
+    return layout
+
+
+def to_nchw(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
+    """``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` as ``(N, C, H, W)`` (see :func:`layout_of`).
+
+    :raises DataError: for a shape whose layout cannot be decided.
+    """
+    layout = layout_of(x.shape, layout, where)
+    if layout == "nhw":
+        return x[:, None]
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" else x
 
 
@@ -440,6 +452,11 @@ def _label(target: Any) -> int | None:
     return None
 
 
+def image_and_target(item: Any) -> tuple[Any, Any]:
+    """A dataset item as ``(image, target)``: an ``(image, target)`` pair, or an image alone (target None)."""
+    return (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)
+
+
 def read_dataset(
     dataset, where: str, *, channels: int | None = None, image_size: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -458,8 +475,7 @@ def read_dataset(
 
     def converted():
         for i in range(n):
-            item = dataset[i]
-            img, target = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)
+            img, target = image_and_target(dataset[i])
             labels.append(_label(target))
             yield to_image_array(img, channels, image_size, f"{where} item {i}"), f"{where} item {i}"
 
@@ -494,21 +510,24 @@ def _torchvision_splits(cls, name: str, subset: str | None) -> tuple[list[dict],
     return [{}], True
 
 
-def read_torchvision(
-    dataset: str,
-    data_dir: str | None,
-    *,
-    image_size: Sequence[int] | None = None,
-    channels: int | None = None,
-    test_fraction: float = 0.1,
-) -> Source:
-    """``torchvision:NAME`` (or ``torchvision:NAME:SUBSET``, e.g. ``torchvision:EMNIST:balanced``):
-    the class ``torchvision.datasets.NAME``, read from ``data_dir`` as its root, or downloaded into
-    :func:`cache_dir`.
+class TorchvisionSets(NamedTuple):
+    """A ``torchvision:NAME`` source opened but not read: its datasets, built without a transform.
 
-    Its train and test splits are taken from ``train=``, ``split=`` or ``background=``, whichever
-    it has; a dataset with none is split by ``test_fraction``. Labels are kept when every target
-    is a class index and the two splits share their classes.
+    :ivar sets: ``[train, test]``, or ``[all]`` for a dataset without a test split (split by
+        ``test_fraction``).
+    :ivar where: the name of each set, for messages.
+    :ivar bool shared_labels: whether the two sets' labels share one set of classes.
+    """
+
+    name: str
+    sets: list
+    where: list[str]
+    shared_labels: bool
+
+
+def open_torchvision(dataset: str, data_dir: str | None) -> TorchvisionSets:
+    """The datasets of ``torchvision:NAME`` (see :func:`read_torchvision`), downloaded if need be;
+    no image is decoded.
 
     :raises DataError: for an unknown class, or a dataset that cannot be read or downloaded.
     """
@@ -532,7 +551,31 @@ def read_torchvision(
             f"torchvision.datasets.{name} finds them under a folder and pass --data-dir FOLDER"
         ) from None
     where = [f"{dataset} ({kw_name})" for kw_name in ("train", "test")[: len(sets)]]
-    read = [read_dataset(s, w, channels=channels, image_size=image_size) for s, w in zip(sets, where)]
+    return TorchvisionSets(dataset, sets, where, shared_labels)
+
+
+def read_torchvision(
+    dataset: str | TorchvisionSets,
+    data_dir: str | None,
+    *,
+    image_size: Sequence[int] | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.1,
+) -> Source:
+    """``torchvision:NAME`` (or ``torchvision:NAME:SUBSET``, e.g. ``torchvision:EMNIST:balanced``):
+    the class ``torchvision.datasets.NAME``, read from ``data_dir`` as its root, or downloaded into
+    :func:`cache_dir`.
+
+    Its train and test splits are taken from ``train=``, ``split=`` or ``background=``, whichever
+    it has; a dataset with none is split by ``test_fraction``. Labels are kept when every target
+    is a class index and the two splits share their classes.
+
+    :param dataset: the name, or the sets :func:`open_torchvision` opened.
+    :raises DataError: for an unknown class, or a dataset that cannot be read or downloaded.
+    """
+    opened = dataset if isinstance(dataset, TorchvisionSets) else open_torchvision(dataset, data_dir)
+    dataset, sets = opened.name, opened.sets
+    read = [read_dataset(s, w, channels=channels, image_size=image_size) for s, w in zip(sets, opened.where)]
     classes = class_names(sets[0])
     if len(read) == 1:
         ((x, y),) = read
@@ -540,6 +583,6 @@ def read_torchvision(
     (xtr, ytr), (xte, yte) = read
     if xte.shape[1:] != xtr.shape[1:]:
         raise DataError(f"{dataset}: test images {xte.shape[1:]} differ from train images {xtr.shape[1:]}")
-    if not shared_labels or ytr is None or yte is None or class_names(sets[1]) != classes:
+    if not opened.shared_labels or ytr is None or yte is None or class_names(sets[1]) != classes:
         return Source(xtr, None, xte, None)
     return Source(xtr, ytr, xte, yte, classes)

@@ -41,7 +41,7 @@ from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
 from .cvae import CVAE, generative_classify
 from .data import DataError, ImageData, batches, check_data_config, check_labels, labelled_subset, load_data
 from .elbos import accepted_estimators, build_elbo, check_estimator, check_pair
-from .evaluate import conditional_metrics, elbo_terms, importance_log_px, summarize
+from .evaluate import chunk_for_memory, conditional_metrics, elbo_terms, importance_log_px, summarize
 from .io import atomic_write_text
 from .likelihoods import bits_per_dim
 from .runfolder import RunLock, run_state
@@ -163,7 +163,8 @@ def _cvae_metrics(model: CVAE, x: Tensor, y: Tensor | None, num_samples: int) ->
     """Generative classification argmax_y log p̂(x|y) + log p(y), uniform p(y), with K/10
     importance samples per class (so it costs about as much as the IS log p(x|y) with K)."""
     k = max(1, num_samples // 10)
-    predicted, _ = generative_classify(model.model, model.guide, x, model.num_classes, num_samples=k)
+    chunk = chunk_for_memory(model, model.model, model.guide, x, _needs_labels(y))
+    predicted, _ = generative_classify(model.model, model.guide, x, model.num_classes, num_samples=k, chunk_size=chunk)
     return {
         "conditional": True,
         "prior": model.prior_name,
@@ -670,7 +671,8 @@ def final_metrics(vae: nn.Module, x: torch.Tensor, num_samples: int, y: torch.Te
     spec = spec_of(vae)
     args = spec.test_args(x, y)
     out = summarize(elbo_terms(vae.model, vae.guide, *args))
-    log_px = importance_log_px(vae.model, vae.guide, *args, num_samples=num_samples)
+    chunk = chunk_for_memory(vae, vae.model, vae.guide, *args)  # a few hundred MiB, whatever the images
+    log_px = importance_log_px(vae.model, vae.guide, *args, num_samples=num_samples, chunk_size=chunk)
     out.update(summarize({"is_log_px": log_px}))
     out["is_num_samples"] = num_samples
     out["gap"] = out["is_log_px"] - out["elbo"]

@@ -131,6 +131,15 @@ def test_importance_log_px_chunking_is_invariant(lg):
     assert abs((pieces - whole).mean()) < 0.03
 
 
+@pytest.mark.parametrize("chunk_size", [1, 48, 64 * 30])  # a pair at a time; particles split; one pass
+def test_importance_log_px_at_the_exact_posterior_is_log_px_for_any_chunks(lg, chunk_size):
+    """With q(z|x) = p(z|x) every weight p(x, z_k)/q(z_k|x) is p(x): whatever the chunks, and whatever
+    the draws, the estimate is log p(x) up to float64 round-off."""
+    x = lg.sample(30)
+    est = importance_log_px(lg.model, lg.exact_guide(), x, num_samples=64, chunk_size=chunk_size)
+    torch.testing.assert_close(est, lg.log_px(x), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("guide, expected_gap", [("diag", "mean-field"), ("fullcov", 0.0)])
 def test_each_guide_lands_where_theory_says(guide, expected_gap):
     """Maximizing the exact ELBO (L-BFGS, deterministic) on a strongly correlated posterior: the
