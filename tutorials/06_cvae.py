@@ -152,14 +152,14 @@ print(f"judge: test accuracy {judge.accuracy:.3f} on {len(data.test_y):,} test d
 # is a poor fit for colour. The command line equivalent is
 # `pyro-vae train --model cvae --prior learned --epochs N`.
 #
-# Two more options decide whether the samples obey y, and a third run shows what they do. The encoder sees x, where
+# Two more options decide whether the samples obey y, and a fourth run shows what they do. The encoder sees x, where
 # the class is visible, so nothing stops z from carrying the class too; the decoder then reads it from z as much as
 # from y, and a z drawn from p(z|y) where no code of class y lies decodes to another digit. So by default the decoder
 # reads y in every layer, not only at its input (`decoder_y = "every-layer"`), and the KL term weighs w = 2 in the
 # training loss (`kl_weight`), which charges z for what it repeats of the class. The run labelled "w = 1, y at input"
-# trains the learned prior without both. The first run leaves the prior at its default, a learned mixture of 30
-# Gaussians per class, which covers the clusters that the codes of one class form; the sections after the table look
-# at the learned and the standard prior.
+# trains the learned prior without both. The first run leaves the prior at its default, a learned mixture of
+# Gaussians per class (its number of components is printed below), which covers the clusters that the codes of one
+# class form; the sections after the table look at the learned and the standard prior.
 
 
 # %%
@@ -189,7 +189,8 @@ for name, config in settings.items():
     runs[name] = pyro_vae.fit(config, RUNS / name.replace(" ", "-"), progress=False, data=data)
     m = runs[name].config.model  # the options the run recorded in its config.json
     print(
-        f"{name:18s}: prior {m.prior}, kl_weight {m.kl_weight}, decoder_y {m.decoder_y}; "
+        f"{name:18s}: prior {m.prior} (components {m.prior_components}), kl_weight {m.kl_weight}, "
+        f"decoder_y {m.decoder_y}; "
         f"{EPOCHS} epochs and the final metrics in {time.perf_counter() - start:.0f} s"
     )
 
@@ -203,9 +204,9 @@ for name, config in settings.items():
 #   (−log p / (D ln 2), for the density as scored on grey levels in [0, 1]; not the discrete bits of the literature);
 # - the accuracy of the generative classifier argmax_y [log p̂(x|y) + log p(y)] with a uniform p(y), using K/10
 #   importance samples for each of the 10 classes;
-# - the label fidelity (200 samples per class, read by the judge) and the *label sensitivity*: how much the decoded
-#   image changes when the same z is decoded with another label, relative to how much two test images differ (about
-#   0 when the decoder ignores y).
+# - the label fidelity (`config.train.fidelity_samples` samples per class, read by the judge) and the *label
+#   sensitivity*: how much the decoded image changes when the same z is decoded with another label, relative to how
+#   much two test images differ (about 0 when the decoder ignores y).
 
 # %%
 rows = [
@@ -215,7 +216,7 @@ rows = [
     ("is_log_px", f"IS log p(x|y), K = {EVAL_K}"),
     ("is_bpd", "  in bits per dimension"),
     ("generative_accuracy", "generative classification accuracy"),
-    ("label_fidelity", "label fidelity (judged samples)"),
+    ("label_fidelity", f"label fidelity ({runs['learned'].config.train.fidelity_samples} samples/class)"),
     ("label_sensitivity", "label sensitivity"),
 ]
 print(f"{'':38s} " + " ".join(f"{name:>18s}" for name in runs))
@@ -291,7 +292,7 @@ print("  ".join(f"{k}: {m:.2f}" for k, m in enumerate(mu_y.norm(dim=1).tolist())
 # ## Class-conditional samples
 #
 # One row per class y: z ~ p(z|y), decoded with that y. Each row label gives the label fidelity of that class, from
-# the 200 judged samples per class of the table above.
+# the judged samples of the table above.
 
 # %%
 for name, run in runs.items():

@@ -212,7 +212,7 @@ display(Markdown(f"Test accuracy of q(y|x) after {EPOCHS} epochs:\n\n" + "\n".jo
 # %% [markdown]
 # M2 is also a conditional generative model. `fit` measures how well it obeys its label with the same judge as
 # notebook 06 (a CNN trained on the training images with *all* their labels; M2 itself saw only N of them): the label
-# fidelity is the share of 200 samples per class that the judge reads as the class asked for, and the label
+# fidelity is the share of the samples asked for each class that the judge reads as the class asked for, and the label
 # sensitivity how much decoding the same z with another label changes the image, relative to how much two test images
 # differ.
 
@@ -224,7 +224,7 @@ for n, run in runs.items():
         f"{n:5d} labels: label fidelity {f['label_fidelity']:.3f} (lowest class "
         f"{min(f['label_fidelity_per_class']):.2f}), label sensitivity {f['label_sensitivity']:.3f}"
     )
-print(f"judge test accuracy {judge.accuracy:.3f}")
+print(f"judge test accuracy {judge.accuracy:.3f}; {f['fidelity_samples_per_class']} samples per class")
 
 # %% [markdown]
 # Class-conditional samples (z ~ N(0, I), decoded with y, one row per class; each row label gives that class's label
