@@ -151,9 +151,14 @@ def test_jit_trains_without_the_deprecation_warning():
     assert all(torch.isfinite(torch.tensor(losses)))
 
 
+# inductor generates and compiles C++ per pair (30–90 s each on 2 cores): the flows' path derivatives and one pair
+# of each other guide; every pair's graph capture and autograd are checked above with aot_eager
+INDUCTOR_PAIRS = [("iaf", "dreg"), ("iaf", "stl"), ("diag", "trace"), ("fullcov", "meanfield"), ("diag-score", "trace")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("guide,elbo", PAIRS)
-def test_every_pair_trains_with_inductor(guide, elbo):
+@pytest.mark.parametrize("guide,elbo", [p for p in INDUCTOR_PAIRS if p in PAIRS])
+def test_pairs_train_with_inductor(guide, elbo):
     """The default backend (inductor, generated C++ on CPU): the same losses to float tolerance
     (fused kernels reorder sums)."""
     eager, compiled = tiny_vae(guide), tiny_vae(guide)
