@@ -96,8 +96,6 @@ class ModelSpec:
     :ivar epoch_metrics: ``epoch_metrics(model, data)`` ↦ dict, added to each epoch's row.
     :ivar defaults: the values a new run records for its model options left out (``None``), e.g.
         ``{"kl_weight": 2.0}``; :func:`fit` writes them into ``config.json``.
-    :ivar legacy: what a ``config.json`` without such a field (written before the option existed)
-        was built with, so old runs load as they were trained.
     :ivar data_metrics: ``data_metrics(model, data, data_dir, n_per_class)`` ↦ dict, added to the final metrics and
         to ``pyro-vae evaluate``: what needs the whole dataset (the label fidelity's judge is trained on
         the training images and labels of ``data``).
@@ -113,7 +111,6 @@ class ModelSpec:
     epoch_metrics: Callable[[nn.Module, ImageData], dict]
     data_metrics: Callable[[nn.Module, ImageData, str | None, int], dict] = lambda model, data, data_dir, n: {}
     defaults: dict = field(default_factory=dict)
-    legacy: dict = field(default_factory=dict)
 
 
 def _conditional_options(m: ModelConfig, legacy: dict, fields: Sequence[str]) -> dict:
@@ -123,6 +120,21 @@ def _conditional_options(m: ModelConfig, legacy: dict, fields: Sequence[str]) ->
     if "decoder_y" in values:
         values["cond_every_layer"] = values.pop("decoder_y") == "every-layer"
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _conditional_build(
+    cls: type, legacy: dict, fields: Sequence[str]
+) -> Callable[[ModelConfig, tuple, int], nn.Module]:
+    """``build`` of a conditional model: the networks' options by position, ``fields`` by keyword
+    (:func:`_conditional_options`; ``legacy`` is what a ``config.json`` without them was built with)."""
+
+    def build(m: ModelConfig, shape: tuple, k: int) -> nn.Module:
+        options = _conditional_options(m, legacy, fields)
+        return cls(
+            math.prod(shape), k, m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps, m.net, shape, **options
+        )
+
+    return build
 
 
 def resolve_defaults(config: RunConfig) -> RunConfig:
@@ -213,18 +225,7 @@ MODELS: dict[str, ModelSpec] = {
     "cvae": ModelSpec(
         "cvae",
         CVAE,
-        lambda m, shape, k: CVAE(
-            math.prod(shape),
-            k,
-            m.z_dim,
-            m.hidden_dims,
-            m.likelihood,
-            m.guide,
-            m.flow_steps,
-            m.net,
-            shape,
-            **_conditional_options(m, _CVAE_LEGACY, ("prior", "prior_components", "kl_weight", "decoder_y")),
-        ),
+        _conditional_build(CVAE, _CVAE_LEGACY, ("prior", "prior_components", "kl_weight", "decoder_y")),
         _registry_elbo,
         lambda run: batches(run.data.epoch_train_x(), run.config.train.batch_size, run.data.train_y),
         lambda x, y: (x, _needs_labels(y)),
@@ -232,23 +233,11 @@ MODELS: dict[str, ModelSpec] = {
         lambda model, data: {},
         _label_metrics,
         defaults={"prior": "mixture", "prior_components": 30, "kl_weight": 2.0, "decoder_y": "every-layer"},
-        legacy=_CVAE_LEGACY,
     ),
     "ssvae": ModelSpec(
         "ssvae",
         SSVAE,
-        lambda m, shape, k: SSVAE(
-            math.prod(shape),
-            k,
-            m.z_dim,
-            m.hidden_dims,
-            m.likelihood,
-            m.guide,
-            m.flow_steps,
-            m.net,
-            shape,
-            **_conditional_options(m, _SSVAE_DEFAULTS, ("kl_weight", "decoder_y")),
-        ),
+        _conditional_build(SSVAE, _SSVAE_DEFAULTS, ("kl_weight", "decoder_y")),
         _registry_elbo,
         lambda run: semi_supervised_batches(
             run.data.epoch_train_x(),
@@ -262,7 +251,6 @@ MODELS: dict[str, ModelSpec] = {
         lambda model, data: {"test_accuracy": accuracy(model.classify, data.test_x, data.test_y)},
         _label_metrics,
         defaults=_SSVAE_DEFAULTS,
-        legacy=_SSVAE_DEFAULTS,
     ),
 }
 
