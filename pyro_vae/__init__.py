@@ -9,7 +9,7 @@ import importlib
 _EXPORTS = {
     "compiling": ["compile_networks"],
     "config": ["ConfigError", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig"],
-    "cvae": ["CVAE", "class_log_likelihoods", "generative_classify"],
+    "cvae": ["CVAE"],
     "data": [
         "ByteImages",
         "DATASETS",
@@ -25,14 +25,24 @@ _EXPORTS = {
         "load_dataset",
     ],
     "distributed": ["ELBOLoss", "LaunchError"],
-    "evaluate": ["chunk_for_memory", "elbo_terms", "importance_log_px", "log_weights"],
+    "evaluate": [
+        "chunk_for_memory",
+        "class_log_likelihoods",
+        "conditional_metrics",
+        "elbo_terms",
+        "generative_classify",
+        "importance_log_px",
+        "label_fidelity",
+        "label_sensitivity",
+        "log_weights",
+    ],
     "grid": ["collect", "list_cells", "run_cell_at"],
     "likelihoods": ["LIKELIHOODS", "bits_per_dim"],
+    "models": ["MODELS", "get_model", "register_model"],
     "nets": ["NETS"],
     "runfolder": ["RunLocked", "run_state"],
     "ssvae": ["SSVAE", "train_classifier"],
     "train": [
-        "MODELS",
         "Run",
         "RunExists",
         "RunInterrupted",
@@ -42,7 +52,7 @@ _EXPORTS = {
         "load_run",
         "resume",
     ],
-    "vae": ["VAE"],
+    "vae": ["VAE", "BaseVAE", "ConditionalModel", "LabelError"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -202,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if "final" not in run.metrics:  # a rank other than 0 of a torchrun launch: rank 0 reports
         return
     f = run.metrics["final"]
-    px = "log p(x|y)" if f.get("conditional") else "log p(x)"
+    px = f["evidence"]
     line = (
         f"{run.out_dir}: test ELBO {f['elbo']:.2f} (reconstruction {f['reconstruction']:.2f}, KL {f['kl']:.2f}), "
         f"IS {px} {f['is_log_px']:.2f} (K={f['is_num_samples']}) nats/image = {f['is_bpd']:.3f} bits/dim, "
@@ -242,9 +242,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import pyro
 
     from .config import DataConfig
-    from .data import check_labels, load_data
+    from .data import load_data
     from .io import atomic_write_text
-    from .train import final_metrics, load_run, spec_of
+    from .train import final_metrics, load_run
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive integer, got {args.num_samples}")
@@ -266,14 +266,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 "evaluate on a dataset with the same image shape"
             )
         data.check(unit_interval=run.vae.lik.unit_interval)
-        if run.vae.conditional:
-            data.require_labels(run.config.model.model)
-            check_labels(data.test_y, run.vae.num_classes, n=len(data.test_images), name="test labels")
+        run.vae.check_data(data, run.config)
         pyro.set_rng_seed(args.seed)
         result = final_metrics(run.vae, data.test_x, args.num_samples, data.test_y)
-        result.update(spec_of(run.vae).data_metrics(run.vae, data, data_dir, run.config.train.fidelity_samples or 200))
+        result.update(run.vae.data_metrics(data, data_dir, run.config.train.fidelity_samples))
         result.update(dataset=name, data_dir=data_dir, pixels=pixels, test_size=len(data.test_x))
-        cond = "|y" if result.get("conditional") else ""
+        cond = result["evidence"].removeprefix("log p(x").removesuffix(")")  # "|y" or ""
         print(f"{name} test set ({len(data.test_x)} images, {pixels} pixels), nats per image ± standard error:")
         for key, label in (
             ("elbo", "test ELBO"),
@@ -313,25 +311,18 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ValueError(f"--out must name a .png file, got {args.out}")
     run, _ = load_run(args.run_dir, args.device or "auto", with_data=False)
     model = run.vae
-    if args.label is not None and not model.conditional:
-        raise ValueError(
-            f"--label needs a conditional run (--model cvae or ssvae); {args.run_dir} is a {run.config.model.model}"
-        )
-    if args.label is not None and not 0 <= args.label < model.num_classes:
-        raise ValueError(
-            f"--label must be a class in 0..{model.num_classes - 1} ({model.num_classes} classes), got {args.label}"
-        )
+    if args.label is not None:
+        try:
+            model.check_label(args.label)
+        except ValueError as e:
+            raise ValueError(f"--label: {e} ({args.run_dir} is a {run.config.model.model} run)") from None
     torch.manual_seed(args.seed)
-    if not model.conditional:
-        plots.samples(model, run.image_shape, args.num, path=args.out)
-        print(f"wrote {args.num} samples to {args.out}")
-    elif args.label is not None:
+    if args.label is not None:
         plots.grid(model.sample(args.num, args.label), run.image_shape, path=args.out)
         print(f"wrote {args.num} samples of class {args.label} to {args.out}")
     else:
-        per_class = max(1, args.num // model.num_classes)
-        plots.class_samples(model, run.image_shape, per_class, path=args.out)
-        print(f"wrote {per_class} samples of each of the {model.num_classes} classes to {args.out}")
+        plots.samples(model, run.image_shape, args.num, path=args.out)
+        print(f"wrote {plots.samples_words(model, args.num)} to {args.out}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

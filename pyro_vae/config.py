@@ -23,7 +23,6 @@ from pathlib import Path
 
 from .io import atomic_write_text
 
-MODEL_NAMES = ("vae", "cvae", "ssvae")  # built by pyro_vae.train.MODELS
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -146,7 +145,9 @@ class ModelConfig:
     guide: str = option("diag", "q(z|x) family", choices=_registry("guides", "GUIDES"))
     flow_steps: int = option(2, "inverse autoregressive flow steps K of --guide iaf", positive=True)
     model: str = option(
-        "vae", "vae, cvae (conditional on the label) or ssvae (semi-supervised M2)", choices=MODEL_NAMES
+        "vae",
+        "vae, cvae (conditional on the label), ssvae (semi-supervised M2), or a registered model",
+        choices=_registry("models", "MODELS"),
     )
     net: str = option("mlp", "encoder/decoder networks", choices=_registry("nets", "NETS"))
     prior: str | None = option(
@@ -162,14 +163,19 @@ class ModelConfig:
     )
     decoder_y: str | None = option(
         None,
-        "--model cvae, ssvae: the decoder reads y in every layer or at its input only (default every-layer)",
-        choices=("every-layer", "input"),
+        "--model cvae, ssvae: the decoder reads y at its input, in every layer, or in every layer and scaling "
+        "every hidden unit (default film)",
+        choices=_registry("nets", "DECODER_Y"),
     )
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(100, "total epochs; with --resume, the new total", positive=True)
+    epochs: int | None = option(
+        None,
+        "total epochs (default: the model's, vae 100, cvae 200, ssvae 100); with --resume, the new total",
+        positive=True,
+    )
     batch_size: int = option(128, "images per step", positive=True)
     lr: float = option(1e-3, "Adam learning rate", positive=True)
     seed: int = option(0, "seed of every random number generator", minimum=0)
@@ -196,7 +202,14 @@ class TrainConfig:
         None, "time budget in seconds: stop after the epoch that reaches it (default: epochs only)", positive=True
     )
     class_weight: float = option(
-        1.0, "--model ssvae: α; each labelled image's −log q(y|x) weighs α·N/N_labelled", minimum=0
+        1.0, "--model ssvae: α'; each labelled image's −log q(y|x) weighs α = α'·N/N_labelled", minimum=0
+    )
+    class_weight_grid: tuple[float, ...] | None = option(
+        None,
+        "--model ssvae: choose --class-weight among these on a validation split carved from the training images "
+        "(a tenth of them, never the test set), one run each; config.json records the choice",
+        minimum=0,
+        metavar="A",
     )
     fidelity_samples: int = option(
         200,
@@ -364,6 +377,29 @@ class RunConfig:
         except ConfigError as e:
             raise ConfigError(f"{path}:", str(e), f"{path}:") from None
 
+    def _check_model_options(self) -> None:
+        """The model options and ``labels`` apply only to the models that declare them
+        (:attr:`pyro_vae.vae.BaseVAE.config_options`, ``semi_supervised``)."""
+        from .models import MODELS, accepting, semi_supervised
+
+        m = self.model
+        given = {name: getattr(m, name) for cls in MODELS.values() for name in cls.config_options}
+        given["labels"] = self.data.labels
+        for name, value in given.items():
+            takers = semi_supervised() if name == "labels" else accepting(name)
+            if value is None or m.model in takers:
+                continue
+            which = f"model {takers[0]!r}" if len(takers) == 1 else f"the models {', '.join(takers)}"
+            raise ConfigError(
+                name,
+                f"applies to {which} only, got {name}={value!r} with model {m.model!r}; drop it or use "
+                + (f"model {takers[0]!r}" if len(takers) == 1 else "one of them"),
+            )
+        if m.prior_components is not None and m.prior not in (None, "mixture"):
+            raise ConfigError(
+                "prior_components", f"applies to prior 'mixture' only, got {m.prior_components} with prior {m.prior!r}"
+            )
+
     def validate(self) -> None:
         """Check every field (type, finiteness, range, registry names), then the combinations.
 
@@ -376,29 +412,7 @@ class RunConfig:
             raise ConfigError(
                 "tensorboard", 'needs the tensorboard package, which is not installed; pip install -e ".[tensorboard]"'
             )
-        m = self.model
-        if m.prior is not None and m.model != "cvae":
-            raise ConfigError(
-                "prior",
-                f"applies to model 'cvae' only (a learned or standard p(z|y)), got prior={m.prior!r} with model "
-                f"{m.model!r}; drop it or use model 'cvae'",
-            )
-        conditional_only = {"kl_weight": m.kl_weight, "decoder_y": m.decoder_y, "prior_components": m.prior_components}
-        for name, value in conditional_only.items():
-            if value is not None and m.model not in ("cvae", "ssvae"):
-                raise ConfigError(
-                    name, f"applies to the conditional models (cvae, ssvae) only, got {value!r} with model {m.model!r}"
-                )
-        if m.prior_components is not None and m.prior not in (None, "mixture"):
-            raise ConfigError(
-                "prior_components", f"applies to prior 'mixture' only, got {m.prior_components} with prior {m.prior!r}"
-            )
-        if self.data.labels is not None and m.model != "ssvae":
-            raise ConfigError(
-                "labels",
-                f"applies to model 'ssvae' only (semi-supervised), got labels={self.data.labels!r} with model "
-                f"{m.model!r}; drop it or use model 'ssvae'",
-            )
+        self._check_model_options()
         if self.train.compile and self.train.jit:
             raise ConfigError(
                 "compile",

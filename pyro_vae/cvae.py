@@ -3,7 +3,8 @@ conditional metrics (log p(x|y) per class, generative classification, label fide
 :mod:`pyro_vae.evaluate`.
 
 The objective per labelled image is E_q(z|x,y)[log p(x|z, y)] − KL(q(z|x, y) ‖ p(z|y)), where
-p(z|y) is either learned (a per-class Gaussian) or N(0, I).
+p(z|y) is learned (a mixture of Gaussians or one Gaussian per class) or N(0, I). The networks and
+the label helpers are :class:`pyro_vae.vae.ConditionalModel`'s.
 
 References:
     Sohn, Lee & Yan, *Learning Structured Output Representation using Deep Conditional Generative
@@ -15,7 +16,6 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import check_labels
-from .evaluate import class_log_likelihoods, conditional_metrics, generative_classify  # noqa: F401  (re-exported)
-from .guides import MIN_SCALE, moments
-from .vae import BaseVAE
+from .evaluate import chunk_for_memory, class_log_likelihoods, generative_classify  # noqa: F401  (re-exported)
+from .guides import MIN_SCALE, site_infer
+from .vae import ConditionalModel, LabelError, one_hot
 
 
 class LearnedPrior(nn.Module):
@@ -73,147 +72,39 @@ class MixturePrior(nn.Module):
 PRIORS = ("learned", "standard", "mixture")
 
 
-def one_hot(y: Tensor, num_classes: int) -> Tensor:
-    """``(...)`` int64 labels ↦ ``(..., num_classes)`` float one-hot vectors."""
-    return F.one_hot(y, num_classes).float()
-
-
-class ConditionalModel(BaseVAE):
-    """What the conditional models (:class:`CVAE`, :class:`pyro_vae.ssvae.SSVAE`) share: the networks
-    of p(x|z, y) = likelihood(decoder([z, one-hot y])) and q(z|x, y) = guide head(encoder(x, y)),
-    and the helpers that take labels. A subclass adds its prior :meth:`prior` and its Pyro pair.
-
-    :param int x_dim: D, pixels per image.
-    :param int num_classes: K; labels lie in 0..K−1.
-    :param int z_dim: latent dimension.
-    :param hidden_dims: widths of the encoder; the decoder mirrors them.
-    :param str likelihood: a name in :data:`pyro_vae.likelihoods.LIKELIHOODS`.
-    :param str guide: a name in :data:`pyro_vae.guides.GUIDES`.
-    :param int flow_steps: K, for guides that take it (``iaf``).
-    :param str net: a name in :data:`pyro_vae.nets.NETS`.
-    :param image_shape: (C, H, W); needed by ``net="conv"``.
-
-    ``beta`` (default 1) scales the latent site in model and guide (β·KL, for KL warm-up).
-    """
-
-    conditional = True  # encode/decode/reconstruct/sample take labels
-
-    def __init__(
-        self,
-        x_dim: int,
-        num_classes: int = 10,
-        z_dim: int = 20,
-        hidden_dims: Sequence[int] = (400,),
-        likelihood: str = "bernoulli",
-        guide: str = "diag",
-        flow_steps: int = 2,
-        net: str = "mlp",
-        image_shape: Sequence[int] | None = None,
-        **options,
-    ):
-        super().__init__(
-            x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape, cond_dim=num_classes, **options
-        )
-        self.num_classes = num_classes
-
-    def prior(self, y: Tensor | None = None) -> dist.TorchDistribution:
-        """p(z|y), event shape ``(z_dim,)``; N(0, I) (batch shape ``()``) unless a subclass learns one."""
-        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
-
-    def likelihood(self, z: Tensor, y: Tensor) -> dist.TorchDistribution:
-        """p(x|z, y) for ``z`` ``(..., z_dim)`` and ``y`` broadcastable to ``(...)``: event ``(x_dim,)``."""
-        return self.lik.make(self.decoder(z, one_hot(y, self.num_classes)))
-
-    def posterior(self, x: Tensor, y: Tensor) -> dist.TorchDistribution:
-        """q(z|x, y) for ``x`` ``(batch, x_dim)``, ``y`` ``(batch,)`` (or enumerated, ``(classes, 1)``):
-        batch shape their broadcast, event ``(z_dim,)``."""
-        return self.encoder(x, *self._encoder_condition(y))
-
-    def _encoder_condition(self, y: Tensor) -> tuple[Tensor, ...]:
-        """The encoder's extra input: ``(one-hot y,)``, or ``()`` for q(z|x) (``encoder_cond=False``)."""
-        return (one_hot(y, self.num_classes),) if self.encoder_cond else ()
-
-    # -- helpers (labels are checked here, at the user's boundary; model and guide trust them)
-    def _labels(self, y: Tensor | int, n: int) -> Tensor:
-        if isinstance(y, int) and not isinstance(y, bool):
-            y = torch.full((n,), y, dtype=torch.int64)
-        check_labels(y, self.num_classes, n=n)
-        return y.to(self.prior_loc.device)
-
-    @torch.no_grad()
-    def encode(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """:returns: the mean and marginal standard deviation of q(z|x, y), each ``(batch, z_dim)``."""
-        return moments(self.posterior(x, self._labels(y, len(x))))
-
-    @torch.no_grad()
-    def decode(self, z: Tensor, y: Tensor | int) -> Tensor:
-        """:returns: the mean of p(x|z, y), ``(batch, x_dim)`` for ``z`` ``(batch, z_dim)``."""
-        return self.likelihood(z, self._labels(y, len(z))).mean
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor, y: Tensor) -> Tensor:
-        """Decode the posterior mean with the same label: ``(batch, x_dim)`` ↦ ``(batch, x_dim)``."""
-        return self.decode(self.encode(x, y)[0], y)
-
-    @torch.no_grad()
-    def sample(self, n: int, y: Tensor | int) -> Tensor:
-        """:param y: one label for all, or ``(n,)`` labels.
-        :returns: the means of p(x|z, y) for ``n`` draws z ~ p(z|y), ``(n, x_dim)``."""
-        y = self._labels(y, n)
-        z = self.prior(y).expand((n,)).sample()  # (n, z_dim)
-        return self.likelihood(z, y).mean
-
-    def extra_metrics(self, data, *, data_dir: str | None = None, judge=None) -> dict:
-        """The label metrics of the run's final metrics and of ``pyro-vae evaluate``:
-        :func:`pyro_vae.evaluate.conditional_metrics` (label fidelity per class and mean, the
-        judge's test accuracy, label sensitivity) on ``data`` (an :class:`~pyro_vae.data.ImageData`)."""
-        return conditional_metrics(self, data, data_dir=data_dir, judge=judge)
-
-    @torch.no_grad()
-    def transfer(self, z: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
-        """Move codes of class ``y`` to class ``y_new`` keeping their place within the prior:
-        z' = μ_{y'} + σ_{y'} · (z − μ_y) / σ_y, the prior's reparameterization with the same ε.
-
-        Under N(0, I) for every class this is z itself. With a learned prior, decoding the
-        unchanged z with another label would ask the decoder about a code far from that class's
-        prior (z carries the class too), so style transfer goes through ε instead.
-
-        :param Tensor z: ``(..., z_dim)``; ``y`` and ``y_new`` class indices broadcastable to ``(...)``.
-        :returns: ``(..., z_dim)``.
-        """
-        old, new = self.prior(y), self.prior(y_new)
-        return new.mean + new.stddev * (z - old.mean) / old.stddev
-
-
 class CVAE(ConditionalModel):
-    """p(z|y), p(x|z, y) = likelihood(decoder([z, one-hot y])), q(z|x, y) = guide head(encoder(x, y)).
+    """p(z|y), p(x|z, y) = likelihood(decoder(z, y)), q(z|x, y) = guide head(encoder(x, y)).
 
     Both :meth:`model` and :meth:`guide` take ``x`` of shape ``(batch, x_dim)`` and ``y`` of shape
     ``(batch,)`` (int64 class indices), and sample the latent site ``"z"`` (event shape
     ``(z_dim,)``) inside ``pyro.plate("data", batch, dim=-1)``; the model observes ``"x"``. Every
     registered guide head (``diag``, ``diag-score``, ``fullcov``, ``iaf``) and estimator works; the
-    ``meanfield`` estimator uses torch's closed-form KL between q and the Gaussian p(z|y).
+    ``meanfield`` estimator uses torch's closed-form KL between q and a Gaussian p(z|y).
 
-    The parameters are those of :class:`ConditionalModel`, and (keyword only):
+    The parameters are those of :class:`~pyro_vae.vae.ConditionalModel`, and (keyword only):
 
     :param str prior: ``"mixture"`` (the default: a :class:`MixturePrior`, ``prior_components``
         learned Gaussians per class), ``"learned"`` (a :class:`LearnedPrior`: one learned Gaussian
         per class) or ``"standard"`` (N(0, I)).
     :param int prior_components: mixture components per class, for ``prior="mixture"`` (default 30).
     :param float kl_weight: w, the weight of KL(q(z|x, y) ‖ p(z|y)) in the training loss (default 2).
-    :param bool cond_every_layer: feed y to every decoder layer (default True).
+    :param str decoder_y: how the decoder reads y, :data:`pyro_vae.nets.DECODER_Y` (default ``"film"``).
 
     Why these defaults: a class-conditional sample is the decoder's answer to a z drawn from
     p(z|y). The encoder sees x, where the class is visible, so z carries the class (with a learned
     prior at no KL cost: the class's prior moves to its codes) and the decoder reads it from z
     as much as from y; a z from p(z|y) in a region that no code of class y filled then decodes to
-    another digit or a blend. A mixture per class covers the codes' clusters, and w = 2 charges
-    for what z repeats of x's class. On MNIST-5k (100 epochs) the label fidelity rises from 0.79
-    (one Gaussian, w = 1, y at the decoder's input) to 0.947 (30 components, w = 2, y in every
-    decoder layer), and the IS log p(x|y) is unchanged (−100.40 against −100.55).
+    another digit or a blend. Three things leave the class to y: a decoder in which y scales every
+    hidden unit (FiLM) rather than only shifting it, so that each class drives its own units from z;
+    a KL weight w = 2, which charges for what z repeats of x's class; and a mixture per class, which
+    covers the codes' clusters. README.md's CVAE tables give the label fidelity of each step.
     """
 
-    default_prior = "mixture"
+    config_options = ("prior", "prior_components", "kl_weight", "decoder_y")
+    default_epochs = 200
+    evidence = "log p(x|y)"
+    defaults = {"prior": "mixture", "prior_components": 30, "kl_weight": 2.0, "decoder_y": "film"}
+    legacy = {"prior": "learned", "prior_components": 30, "kl_weight": 1.0, "decoder_y": "input"}
 
     def __init__(
         self,
@@ -221,12 +112,12 @@ class CVAE(ConditionalModel):
         prior: str = "mixture",
         prior_components: int = 30,
         kl_weight: float = 2.0,
-        cond_every_layer: bool = True,
+        decoder_y: str = "film",
         **kwargs,
     ):
         if prior not in PRIORS:
             raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
-        super().__init__(*args, kl_weight=kl_weight, cond_every_layer=cond_every_layer, **kwargs)
+        super().__init__(*args, kl_weight=kl_weight, decoder_y=decoder_y, **kwargs)
         self.prior_name = prior
         self.prior_net = None
         if prior == "learned":
@@ -235,17 +126,35 @@ class CVAE(ConditionalModel):
             self.prior_net = MixturePrior(self.num_classes, self.z_dim, prior_components)
 
     # -- the prior
-    def prior(self, y: Tensor) -> dist.TorchDistribution:
+    def prior(self, y: Tensor | None = None) -> dist.TorchDistribution:
         """p(z|y) for ``y`` of shape ``(...)``: batch shape ``(...)`` (``()`` for the standard
-        prior, which plates broadcast), event shape ``(z_dim,)``."""
+        prior, which plates broadcast), event shape ``(z_dim,)``. Without ``y``, the marginal
+        p(z) = Σ_y p(y) p(z|y) with p(y) uniform, batch shape ``()``."""
         if self.prior_net is None:
             return super().prior(y)
+        if y is None:
+            return self._marginal_prior()
         if isinstance(self.prior_net, MixturePrior):
             return self.prior_net(y)
         return dist.Normal(*self.prior_net(one_hot(y, self.num_classes))).to_event(1)
 
+    def _marginal_prior(self) -> dist.TorchDistribution:
+        """Σ_y p(y) p(z|y) as one mixture over every (class, component), p(y) uniform."""
+        y = torch.arange(self.num_classes, device=self.prior_loc.device)
+        per_class = self.prior(y)  # batch (K,)
+        if isinstance(per_class, dist.MixtureSameFamily):
+            weights = per_class.mixture_distribution.logits.log_softmax(-1).flatten()  # (K·M,)
+            base = per_class.component_distribution.base_dist  # batch (K, M, z_dim)
+            comp = dist.Normal(base.loc.flatten(0, 1), base.scale.flatten(0, 1)).to_event(1)
+        else:
+            weights = torch.zeros(self.num_classes, device=y.device)
+            comp = per_class
+        return dist.MixtureSameFamily(dist.Categorical(logits=weights), comp)
+
     # -- the Pyro pair
-    def model(self, x: Tensor, y: Tensor) -> None:
+    def model(self, x: Tensor, y: Tensor | None = None) -> None:
+        if y is None:
+            raise LabelError("the CVAE's model(x, y) needs the labels y of x, (batch,) class indices")
         pyro.module("decoder", self.decoder)
         if self.prior_net is not None:
             pyro.module("prior_net", self.prior_net)
@@ -254,9 +163,35 @@ class CVAE(ConditionalModel):
                 z = pyro.sample("z", self.prior(y))  # (..., batch, z_dim)
             pyro.sample("x", self.likelihood(z, y), obs=x)
 
-    def guide(self, x: Tensor, y: Tensor) -> None:
-        with self._latent_scale():
-            self.encoder.guide(x, *self._encoder_condition(y))  # site "z": (..., batch, z_dim)
+    def guide(self, x: Tensor, y: Tensor | None = None) -> None:
+        if y is None:
+            raise LabelError("the CVAE's guide(x, y) needs the labels y of x, (batch,) class indices")
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            q = self.posterior(x, y)
+            with self._latent_scale():
+                pyro.sample("z", q, infer=site_infer(q))  # (..., batch, z_dim)
+
+    # -- what a run reports
+    def evaluation_args(self, x: Tensor, y: Tensor | None) -> tuple:
+        """``(x, y)``: the test ELBO and IS estimate are of log p(x|y)."""
+        if y is None:
+            raise LabelError("a CVAE is evaluated on labelled images; give the test labels y")
+        return (x, y)
+
+    def extra_metrics(self, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
+        """Generative classification argmax_y log p̂(x|y) + log p(y), uniform p(y), with K/10
+        importance samples per class (so it costs about as much as the IS log p(x|y) with K)."""
+        k = max(1, num_samples // 10)
+        args = self.evaluation_args(x, y)
+        chunk = chunk_for_memory(self, self.model, self.guide, *args)
+        predicted, _ = generative_classify(self.model, self.guide, x, self.num_classes, num_samples=k, chunk_size=chunk)
+        return {
+            "conditional": True,
+            "prior": self.prior_name,
+            "generative_accuracy": (predicted == y).float().mean().item(),
+            "classify_num_samples": k,
+        }
 
     # -- helpers
     @torch.no_grad()

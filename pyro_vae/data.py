@@ -278,6 +278,25 @@ class ImageData:
             cut.update(train_y=self.train_y[:n_train], test_y=self.test_y[:n_test])
         return dataclasses.replace(self, **cut)
 
+    def split_validation(self, rows: Tensor) -> ImageData:
+        """The training images without ``rows`` as the training set, and ``rows`` as the test set:
+        a validation split carved from the training images (the test set is left out entirely).
+
+        :param Tensor rows: ``(N_val,)`` int64 indices of training images.
+        :raises DataError: when the training images stream from disk.
+        """
+        if self.streamed:
+            raise DataError(
+                f"a validation split needs the training images of {self.source or self.name} in memory; "
+                "raise --max-data-memory above their size"
+            )
+        keep = torch.ones(len(self.train_store), dtype=torch.bool, device=self.train_store.device)
+        keep[rows] = False
+        cut = {"train_store": self.train_store[keep], "test_store": self.train_store[rows]}
+        if self.train_y is not None:
+            cut.update(train_y=self.train_y[keep], test_y=self.train_y[rows])
+        return dataclasses.replace(self, **cut)
+
     def to(self, device: torch.device | str) -> ImageData:
         moved = {
             k: None if getattr(self, k) is None else getattr(self, k).to(device)

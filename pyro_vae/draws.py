@@ -60,10 +60,13 @@ def label_draws(
         also written to ``out_dir/draws.json`` and ``draws.md``.
     :raises ConfigError: when the config keeps every label, or the seeds are fewer than two or repeat.
     """
-    from .train import MODELS
+    from .models import get_model, semi_supervised
 
-    if not getattr(MODELS[config.model.model].cls, "semi_supervised", False):
-        raise ConfigError("model", f"must be a semi-supervised model for label draws (ssvae), got {config.model.model}")
+    if not get_model(config.model.model).semi_supervised:
+        which = ", ".join(semi_supervised())
+        raise ConfigError(
+            "model", f"must be a semi-supervised model for label draws ({which}), got {config.model.model}"
+        )
     if config.data.labels is None:
         raise ConfigError("labels", "is required for label draws: pass the number of labels to keep, e.g. 100")
     if len(label_seeds) < 2 or len(set(label_seeds)) != len(label_seeds):

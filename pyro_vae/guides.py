@@ -1,9 +1,10 @@
 """Guides q(z|x) by name: a feature network followed by a registered *guide head*.
 
 A guide head is an ``nn.Module`` that maps encoder features ``h`` of shape ``(batch, feature_dim)``
-to a distribution over z with batch shape ``(batch,)`` and event shape ``(z_dim,)``. Every model in
-pyro_vae samples its latent site through :class:`Encoder`, so every head works with every model
-and every estimator that accepts it (see :mod:`pyro_vae.elbos`).
+to a distribution over z with batch shape ``(batch,)`` and event shape ``(z_dim,)``; it returns the
+distribution only. Every model in pyro_vae gets q from an :class:`Encoder` (features, then head) and
+writes its latent site itself, in its own file, so every head works with every model and every
+estimator that accepts it (see :mod:`pyro_vae.elbos`).
 
 Registered heads (:data:`GUIDES`):
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
@@ -193,21 +193,11 @@ class Encoder(nn.Module):
     def forward(self, *inputs: Tensor) -> dist.TorchDistribution:
         return self.head(self.body(*inputs))
 
-    def guide(self, *inputs: Tensor, name: str = "z") -> Tensor:
-        """Sample the latent site ``name`` from q inside ``pyro.plate("data", batch, dim=-1)``.
 
-        Non-reparameterized heads get a decaying-average baseline, which ``TraceGraph_ELBO`` uses.
-        """
-        with pyro.plate("data", inputs[0].shape[0], dim=-1):
-            return self.sample(*inputs, name=name)  # (..., batch, z_dim)
-
-    def sample(self, *inputs: Tensor, name: str = "z") -> Tensor:
-        """Sample the latent site ``name`` from q, inside the caller's ``"data"`` plate (as
-        :meth:`guide` does, for guides that sample other sites in the same plate first)."""
-        pyro.module("encoder", self)
-        q = self(*inputs)
-        infer = {} if q.has_rsample else {"baseline": {"use_decaying_avg_baseline": True}}
-        return pyro.sample(name, q, infer=infer)
+def site_infer(q: dist.TorchDistribution) -> dict:
+    """The ``infer`` dict of a latent site drawn from ``q``: a decaying-average baseline for a head
+    without ``rsample`` (which ``TraceGraph_ELBO`` uses), nothing otherwise."""
+    return {} if q.has_rsample else {"baseline": {"use_decaying_avg_baseline": True}}
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from .elbos import build_elbo
-from .guides import Encoder, build_head
+from .guides import Encoder, build_head, site_infer
 
 
 @dataclass
@@ -158,14 +158,25 @@ class LinearGaussian:
         return 0.5 * (precision.diagonal().log().sum() - torch.logdet(precision))
 
 
-def amortized_guide(lg: LinearGaussian, name: str, **options) -> Encoder:
+class AmortizedGuide(Encoder):
+    """An :class:`~pyro_vae.guides.Encoder` (``forward(x)`` is q(z|x)) with the testbed's guide
+    :meth:`guide`, which draws the site ``"z"`` in ``pyro.plate("data")`` as :meth:`LinearGaussian.model` does."""
+
+    def guide(self, x: Tensor) -> Tensor:
+        pyro.module("encoder", self)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            q = self(x)
+            return pyro.sample("z", q, infer=site_infer(q))  # (..., N, k)
+
+
+def amortized_guide(lg: LinearGaussian, name: str, **options) -> AmortizedGuide:
     """A registered guide head on the raw x (no hidden layer), in the testbed's dtype.
 
     ``diag`` and ``fullcov`` heads on x contain the best guide of their family: the posterior
     mean is affine in x and its covariance does not depend on x.
     """
     options.setdefault("flow_steps", 2)
-    return Encoder(nn.Identity(), build_head(name, lg.d, lg.k, **options)).to(lg.W.dtype)
+    return AmortizedGuide(nn.Identity(), build_head(name, lg.d, lg.k, **options)).to(lg.W.dtype)
 
 
 def fit_guide(
@@ -178,7 +189,7 @@ def fit_guide(
     lr: float = 0.01,
     particles: int = 1,
     seed: int = 0,
-) -> Encoder:
+) -> AmortizedGuide:
     """Fit a registered guide to the testbed's posterior on data ``x`` ``(N, d)`` by SVI.
 
     The model's W and b stay fixed; only the guide learns, so the result shows how close each

@@ -3,8 +3,9 @@
 Images stay flat, ``(..., D)`` with D = C·H·W in (C, H, W) order (see :class:`pyro_vae.data.ImageData`);
 the conv networks reshape them inside. Each encoder takes an optional condition ``c`` (a one-hot
 label, ``(..., num_classes)``), which broadcasts against x: under enumeration of y, ``c`` is
-``(classes, 1, num_classes)`` and x ``(batch, D)``. A decoder takes the condition too: with z at its
-input, or (``cond_every_layer``) at the input of every layer.
+``(classes, 1, num_classes)`` and x ``(batch, D)``. A decoder takes the condition too, as
+:data:`DECODER_Y` names: with z at its input (``input``), at the input of every layer
+(``every-layer``), or there and also scaling and shifting every hidden layer (``film``).
 
 :data:`NETS` maps ``ModelConfig.net`` (``--net``) to the two builders.
 """
@@ -17,6 +18,40 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+DECODER_Y = ("input", "every-layer", "film")  # how a decoder reads its condition (--decoder-y)
+
+
+def check_decoder_y(mode: str) -> None:
+    """:raises ValueError: for a mode not in :data:`DECODER_Y`."""
+    if mode not in DECODER_Y:
+        raise ValueError(f"unknown decoder_y {mode!r}; choose one of {', '.join(DECODER_Y)}")
+
+
+class FiLM(nn.Module):
+    """Feature-wise modulation by a condition (Perez et al. 2018): h ↦ h ⊙ (1 + γ(c)) + β(c).
+
+    With c one-hot, γ and β are one row per class: each class scales and shifts every unit of h, so
+    the class decides which units z drives (concatenating c only shifts them). Starts as the identity
+    (zero weights), so a ``film`` decoder begins as an ``every-layer`` one.
+
+    :param int cond_dim: width of c; ``width``: of h.
+    """
+
+    def __init__(self, cond_dim: int, width: int):
+        super().__init__()
+        self.net = nn.Linear(cond_dim, 2 * width)
+        nn.init.zeros_(self.net.weight)
+        nn.init.zeros_(self.net.bias)
+
+    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        """``h`` ``(..., width)`` and ``c`` ``(..., cond_dim)`` (broadcast) ↦ ``(..., width)``."""
+        gamma, beta = self.net(c.to(h.dtype)).chunk(2, dim=-1)  # each (..., width)
+        return h * (1 + gamma) + beta
+
+    def channels(self, h: Tensor, c: Tensor) -> Tensor:
+        """Per channel: ``h`` ``(n, width, H, W)`` and ``c`` ``(n, cond_dim)`` ↦ ``(n, width, H, W)``."""
+        return self(h.movedim(1, -1), c[:, None, None, :]).movedim(-1, 1)
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -65,14 +100,15 @@ class MLPDecoder(nn.Module):
     """z (and a condition c) ↦ the parameters of p(x|z, c), ``out_per_pixel`` numbers for each of
     the D pixels.
 
-    With ``cond_every_layer`` the condition is concatenated to the input of every linear layer, not
-    only to z: a one-hot label then reaches each layer directly instead of through 400 hidden units
-    shared with z (Sohn et al. 2015 feed it at the input only).
+    ``decoder_y`` (:data:`DECODER_Y`) says how c enters: concatenated to z at the input (``input``,
+    as Sohn et al. 2015), concatenated to the input of every linear layer (``every-layer``: a one-hot
+    label reaches each layer directly instead of through hidden units shared with z), or that and a
+    :class:`FiLM` after every hidden layer (``film``).
 
     Works on any leading batch shape, e.g. ``(particles, batch, z_dim)``; c broadcasts against z.
 
-    :param int cond_dim: width of the condition (0: none).
-    :param bool cond_every_layer: feed c to every layer.
+    :param int cond_dim: width of the condition (0: none, and ``decoder_y`` is moot).
+    :param str decoder_y: a name in :data:`DECODER_Y`.
     """
 
     def __init__(
@@ -82,24 +118,28 @@ class MLPDecoder(nn.Module):
         hidden_dims: Sequence[int] = (400,),
         out_per_pixel: int = 1,
         cond_dim: int = 0,
-        cond_every_layer: bool = False,
+        decoder_y: str = "input",
     ):
         super().__init__()
+        check_decoder_y(decoder_y)
         sizes = [z_dim, *reversed(hidden_dims), x_dim * out_per_pixel]
-        self.cond_every_layer = cond_every_layer and cond_dim > 0
-        if self.cond_every_layer:
+        self.every_layer = decoder_y != "input" and cond_dim > 0
+        if self.every_layer:
             self.layers = nn.ModuleList(nn.Linear(a + cond_dim, b) for a, b in zip(sizes[:-1], sizes[1:]))
+            if decoder_y == "film":
+                self.films = nn.ModuleList(FiLM(cond_dim, width) for width in sizes[1:-1])
         else:
             self.net = mlp([sizes[0] + cond_dim, *sizes[1:]])
 
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
-        if not self.cond_every_layer:
+        if not self.every_layer:
             return self.net(with_condition(z, c))  # (..., x_dim * out_per_pixel)
         h = z
+        films = getattr(self, "films", None)
         for i, layer in enumerate(self.layers):
             h = layer(with_condition(h, c))  # (..., next width)
             if i < len(self.layers) - 1:
-                h = torch.relu(h)
+                h = torch.relu(h if films is None else films[i](h, c))
         return h  # (..., x_dim * out_per_pixel)
 
 
@@ -148,8 +188,9 @@ class ConvDecoder(nn.Module):
 
     The output is ``out_per_pixel`` blocks of D = C·H·W numbers (channel o·C + c is parameter o of
     colour c), the layout the likelihoods read. The condition joins z at the input; with
-    ``cond_every_layer`` it also enters both linear layers and, as constant channels, both
-    transposed convolutions.
+    ``decoder_y="every-layer"`` it also enters both linear layers and, as constant channels, both
+    transposed convolutions; ``"film"`` adds a :class:`FiLM` after the hidden linear layer and, per
+    channel, on the 64 and 32 feature maps.
     """
 
     def __init__(
@@ -159,13 +200,16 @@ class ConvDecoder(nn.Module):
         hidden_dim: int = 400,
         out_per_pixel: int = 1,
         cond_dim: int = 0,
-        cond_every_layer: bool = False,
+        decoder_y: str = "input",
     ):
         super().__init__()
+        check_decoder_y(decoder_y)
         C, H, W = _check_conv_shape(image_shape)
         self.grid = (64, H // 4, W // 4)
-        self.cond_every_layer = cond_every_layer and cond_dim > 0
-        extra = cond_dim if self.cond_every_layer else 0
+        self.every_layer = decoder_y != "input" and cond_dim > 0
+        extra = cond_dim if self.every_layer else 0
+        if self.every_layer and decoder_y == "film":
+            self.films = nn.ModuleList([FiLM(cond_dim, hidden_dim), FiLM(cond_dim, 64), FiLM(cond_dim, 32)])
         self.fc = nn.Sequential(
             nn.Linear(z_dim + cond_dim, hidden_dim),
             nn.ReLU(),
@@ -181,14 +225,19 @@ class ConvDecoder(nn.Module):
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         zc = with_condition(z, c)  # (..., z_dim + cond_dim)
         lead = zc.shape[:-1]
-        if not self.cond_every_layer:
+        if not self.every_layer:
             h = self.fc(zc).reshape(-1, *self.grid)  # (n, 64, H/4, W/4)
             return self.deconv(h).reshape(*lead, -1)  # (..., out_per_pixel · D)
+        films = getattr(self, "films", None)
         c = c.expand(*lead, c.shape[-1])
-        h = self.fc[1](self.fc[0](zc))  # (..., hidden_dim)
-        h = self.fc[3](self.fc[2](with_condition(h, c))).reshape(-1, *self.grid)  # (n, 64, H/4, W/4)
-        cc = c.reshape(-1, c.shape[-1], 1, 1)  # (n, cond_dim, 1, 1)
-        h = self.deconv[1](self.deconv[0](torch.cat([h, cc.expand(-1, -1, *h.shape[-2:])], 1)))  # (n, 32, H/2, W/2)
+        h = self.fc[0](zc)  # (..., hidden_dim)
+        h = self.fc[1](h if films is None else films[0](h, c))
+        h = self.fc[2](with_condition(h, c)).reshape(-1, *self.grid)  # (n, 64, H/4, W/4)
+        flat = c.reshape(-1, c.shape[-1])  # (n, cond_dim)
+        h = self.fc[3](h if films is None else films[1].channels(h, flat))
+        cc = flat[:, :, None, None]  # (n, cond_dim, 1, 1)
+        h = self.deconv[0](torch.cat([h, cc.expand(-1, -1, *h.shape[-2:])], 1))  # (n, 32, H/2, W/2)
+        h = self.deconv[1](h if films is None else films[2].channels(h, flat))
         h = self.deconv[2](torch.cat([h, cc.expand(-1, -1, *h.shape[-2:])], 1))  # (n, out·C, H, W)
         return h.reshape(*lead, -1)  # (..., out_per_pixel · D)
 
@@ -199,7 +248,7 @@ class Net:
 
     :ivar encoder: ``encoder(image_shape, hidden_dims, cond_dim)`` ↦ a module with ``out_dim``.
     :ivar decoder: ``decoder(z_dim, image_shape, hidden_dims, out_per_pixel, cond_dim=0,
-        cond_every_layer=False)``.
+        decoder_y="input")``.
     """
 
     name: str
@@ -216,13 +265,13 @@ NETS: dict[str, Net] = {
     "mlp": Net(
         "mlp",
         lambda shape, hidden, cond: MLPEncoder(_d(shape), hidden, cond),
-        lambda z, shape, hidden, out, cond=0, every=False: MLPDecoder(z, _d(shape), hidden, out, cond, every),
+        lambda z, shape, hidden, out, cond=0, mode="input": MLPDecoder(z, _d(shape), hidden, out, cond, mode),
         "MLPs with --hidden-dims widths (the decoder mirrors them)",
     ),
     "conv": Net(
         "conv",
         lambda shape, hidden, cond: ConvEncoder(shape, hidden[-1], cond),
-        lambda z, shape, hidden, out, cond=0, every=False: ConvDecoder(z, shape, hidden[-1], out, cond, every),
+        lambda z, shape, hidden, out, cond=0, mode="input": ConvDecoder(z, shape, hidden[-1], out, cond, mode),
         "two stride-2 convolutions each way, a linear layer of the last --hidden-dims width",
     ),
 }

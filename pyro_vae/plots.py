@@ -48,10 +48,10 @@ def reconstructions(
 ) -> Figure:
     """The first ``n`` rows of ``x`` (top) above the decoded posterior means (bottom).
 
-    :param Tensor y: ``(N,)`` labels, for a conditional model (encoded and decoded with them).
+    :param Tensor y: ``(N,)`` labels (a conditional model encodes and decodes with them).
     """
     x = x[:n]
-    rec = vae.reconstruct(x, y[:n]) if vae.conditional else vae.reconstruct(x)
+    rec = vae.reconstruct(x, None if y is None else y[:n])
     fig = Figure(figsize=(n * 0.7, 1.6))
     _show_grid(fig.subplots(), torch.cat([x, rec]), image_shape, nrow=len(x))
     fig.suptitle("inputs (top) and reconstructions (bottom)", fontsize=9)
@@ -68,8 +68,18 @@ def grid(images: Tensor, image_shape: Sequence[int], path: str | Path | None = N
 
 
 def samples(vae, image_shape: Sequence[int], n: int = 64, path: str | Path | None = None) -> Figure:
-    """The means of p(x|z) for ``n`` draws z ~ p(z), in a square-ish grid."""
+    """The means of p(x|z) for ``n`` draws z ~ p(z), in a square-ish grid; for a model with
+    classes, one row per class (:func:`class_samples`, about ``n`` images in all)."""
+    if vae.num_classes:
+        return class_samples(vae, image_shape, max(1, n // vae.num_classes), path)
     return grid(vae.sample(n), image_shape, path)
+
+
+def samples_words(vae, n: int = 64) -> str:
+    """What :func:`samples` draws, in words: ``"64 samples"`` or ``"6 samples of each of the 10 classes"``."""
+    if vae.num_classes:
+        return f"{max(1, n // vae.num_classes)} samples of each of the {vae.num_classes} classes"
+    return f"{n} samples"
 
 
 def _projection(z: Tensor) -> tuple[Tensor, Tensor, tuple[str, str]]:
@@ -85,15 +95,15 @@ def _projection(z: Tensor) -> tuple[Tensor, Tensor, tuple[str, str]]:
 def latent_scatter(vae, x: Tensor, y: Tensor, path: str | Path | None = None, prior: bool = False) -> Figure:
     """Posterior means coloured by label; their first two PCA components when z_dim > 2.
 
-    For a conditional model each x is encoded with its label y. With ``prior=True`` (a model with
+    A conditional model encodes each x with its label y. With ``prior=True`` (a model with
     ``prior_moments()``, e.g. a :class:`~pyro_vae.cvae.CVAE`), each class's prior p(z|y) is drawn
     on top: its mean as a labelled cross and its 1-sd ellipse. The projection is linear, so the
     projected prior is exactly Gaussian: mean Vᵀ(μ_y − c), covariance Vᵀ diag(σ_y²) V.
     """
-    z = (vae.encode(x, y) if vae.conditional else vae.encode(x))[0].cpu()
+    z = vae.encode(x, y)[0].cpu()
     centre, v, labels = _projection(z)
     zp = (z - centre) @ v  # (N, 2)
-    classes = getattr(vae, "num_classes", None) or int(y.max()) + 1
+    classes = vae.num_classes or int(y.max()) + 1
     fig = Figure(figsize=(5, 4.3))
     ax = fig.subplots()
     points = ax.scatter(zp[:, 0], zp[:, 1], c=y.cpu(), cmap="tab10", s=4, alpha=0.5, vmin=-0.5, vmax=classes - 0.5)
@@ -198,21 +208,26 @@ def snr_bars(rows: Sequence[dict], path: str | Path | None = None) -> Figure:
     return save(fig, path)
 
 
-def save_run_plots(run) -> None:
-    """Every plot of a finished run, as PNGs in its folder.
+RUN_PLOTS = {  # name ↦ (file, draw(model, data, path)): what a model's run_plots names
+    "samples": ("samples.png", lambda m, data, path: samples(m, data.image_shape, path=path)),
+    "style_transfer": (
+        "style_transfer.png",
+        lambda m, data, path: style_transfer(m, data.test_x[:8], data.test_y[:8], data.image_shape, path=path),
+    ),
+    "manifold": ("manifold.png", lambda m, data, path: latent_manifold(m, data.image_shape, path=path)),
+}
 
-    Conditional models get ``samples.png`` as one row per class, and ``style_transfer.png``; the
-    latent scatter of a model with a prior per class shows it.
+
+def save_run_plots(run) -> None:
+    """Every plot of a finished run, as PNGs in its folder: the ELBO curves, reconstructions, the
+    latent scatter (labelled images only; with the prior of a model that has one per class), and
+    the plots the model names in ``run_plots`` (:data:`RUN_PLOTS`).
     """
     d, vae, data = run.out_dir, run.vae, run.data
     elbo_curves(run.metrics["epochs"], d / "elbo.png", pixels=data.pixels)
     reconstructions(vae, data.test_x, data.image_shape, path=d / "reconstructions.png", y=data.test_y)
-    if vae.conditional:
-        class_samples(vae, data.image_shape, path=d / "samples.png")
-        style_transfer(vae, data.test_x[:8], data.test_y[:8], data.image_shape, path=d / "style_transfer.png")
-    else:
-        samples(vae, data.image_shape, path=d / "samples.png")
+    for name in vae.run_plots:
+        file, draw = RUN_PLOTS[name]
+        draw(vae, data, d / file)
     if data.test_y is not None:  # coloured by class: only for labelled images
         latent_scatter(vae, data.test_x, data.test_y, path=d / "latent.png", prior=hasattr(vae, "prior_moments"))
-    if vae.z_dim == 2 and not vae.conditional:
-        latent_manifold(vae, data.image_shape, path=d / "manifold.png")

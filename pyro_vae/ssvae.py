@@ -32,6 +32,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -42,9 +43,10 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import Tensor, nn
 
-from .cvae import ConditionalModel, one_hot
-from .data import check_labels
+from .data import check_labels, labelled_subset
+from .guides import site_infer
 from .nets import get_net
+from .vae import ConditionalModel
 
 
 class Classifier(nn.Module):
@@ -76,35 +78,36 @@ class SSVAE(ConditionalModel):
     Sites ``"y"``, ``"y_aux"``, ``"z"`` (event ``(z_dim,)``) and ``"x"`` (event ``(x_dim,)``) all
     sit in ``pyro.plate("data", batch, dim=-1)``. p(z) = N(0, I) for every class.
 
-    The parameters are those of :class:`pyro_vae.cvae.ConditionalModel`; ``hidden_dims`` and ``net``
+    The parameters are those of :class:`pyro_vae.vae.ConditionalModel`; ``hidden_dims`` and ``net``
     also shape the classifier q(y|x). And (keyword only):
 
     :param float aux_weight: α, the scale of the auxiliary site: each labelled image adds
-        α·(−log q(y|x)) to the loss (default 200). 0 drops the site.
+        α·(−log q(y|x)) to the loss (default 200; a training run sets it per step from
+        ``--class-weight``). 0 drops the site.
     :param float kl_weight: w, the weight of KL(q(z|x, y) ‖ p(z)) in the loss (default 4).
+    :param str decoder_y: how the decoder reads y, :data:`pyro_vae.nets.DECODER_Y` (default ``"input"``).
 
     Why w = 4: the unlabelled bound U(x) = Σ_y q(y|x) L(x, y) + H(q(y|x)) teaches q(y|x) only
     where L(x, y) depends on y. With w = 1 the encoder puts the class into z (it sees x), the
-    decoder reads it from there, L hardly changes with y, and H pulls q(y|x) towards uniform:
-    on MNIST-5k with 100 labels q(y|x) fell from 0.75 to 0.68 test accuracy over 30 epochs, below
-    the baseline's 0.75. Charging z more leaves the class to y, and M2 then beats the baseline
-    (validation accuracy after 30 epochs 0.69 / 0.77 / 0.83 / 0.75 at w = 1 / 2 / 4 / 8, α = 50).
-    α = 200 for 30 epochs and α = 50 for 60 epochs tie on validation over 5 label draws (0.826 and
-    0.828); the default is the cheaper one.
+    decoder reads it from there, L hardly changes with y, and H pulls q(y|x) towards uniform.
+    Charging z more leaves the class to y; README.md's M2 tables give the accuracies.
     """
 
     estimators = ("enum",)  # y is summed out by enumeration: TraceEnum_ELBO
     default_estimator = "enum"
-    default_epochs = 30
     semi_supervised = True  # trains on a drawn subset of the labels (config.data.labels, label_seed)
+    config_options = ("kl_weight", "decoder_y")
+    defaults = {"kl_weight": 4.0, "decoder_y": "input"}
+    legacy = {"kl_weight": 4.0, "decoder_y": "input"}
 
-    def __init__(self, *args, aux_weight: float = 200.0, kl_weight: float = 4.0, **kwargs):
-        super().__init__(*args, kl_weight=kl_weight, **kwargs)
+    def __init__(self, *args, aux_weight: float = 200.0, kl_weight: float = 4.0, decoder_y: str = "input", **kwargs):
+        super().__init__(*args, kl_weight=kl_weight, decoder_y=decoder_y, **kwargs)
         if not aux_weight >= 0:
             raise ValueError(f"aux_weight must be 0 or positive, got {aux_weight!r}")
         self.aux_weight = float(aux_weight)
         self.classifier = Classifier(self.image_shape, self.num_classes, self.hidden_dims, self.net_name)
         self.register_buffer("prior_logits", torch.zeros(self.num_classes))  # p(y) uniform
+        self._labelled: tuple | None = None  # (key, rows) of the last labelled_rows call
 
     def classifier_dist(self, x: Tensor) -> dist.Categorical:
         """q(y|x) for ``x`` ``(batch, x_dim)``: batch shape ``(batch,)``."""
@@ -126,11 +129,13 @@ class SSVAE(ConditionalModel):
 
     def guide(self, x: Tensor, y: Tensor | None = None) -> None:
         pyro.module("classifier", self.classifier)
+        pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1):
             if y is None:
                 y = pyro.sample("y", self.classifier_dist(x), infer={"enumerate": "parallel"})  # (classes, 1)
+            q = self.posterior(x, y)
             with self._latent_scale():
-                self.encoder.sample(x, one_hot(y, self.num_classes))  # site "z": (..., batch, z_dim)
+                pyro.sample("z", q, infer=site_infer(q))  # (..., batch, z_dim)
 
     def loss_and_grads(
         self, elbo, x_u: Tensor, x_l: Tensor, y_l: Tensor, labelled_scale: float, aux_weight: float | None = None
@@ -157,7 +162,119 @@ class SSVAE(ConditionalModel):
                 self.aux_weight = kept
         return loss
 
-    # -- helpers (encode, decode, reconstruct, sample: ConditionalModel)
+    # -- what training and evaluation pass
+    @classmethod
+    def tune(cls, config, data, out_dir, progress: bool = False) -> dict:
+        """With ``config.train.class_weight_grid``, choose ``class_weight`` (α') among its values on a
+        validation split: a tenth of the training images (:func:`validation_split`, a fixed seed)
+        becomes the test set of one run per value, trained on the rest with the run's settings, and
+        the value whose q(y|x) is most accurate on the validation images wins (the first on a tie).
+        The test set is never read. The runs are kept in ``out_dir/class-weight-selection/`` and a
+        finished one is read again instead of retrained.
+
+        :returns: ``{"class_weight_selection": {"validation_size", "accuracy": {α': accuracy}, "chosen"}}``.
+        """
+        grid = config.train.class_weight_grid
+        if not grid:
+            return {}
+        import json
+        import shutil
+        from pathlib import Path
+
+        from .config import RunConfig
+        from .runfolder import run_state
+        from .train import fit
+
+        n = len(data.train_images)
+        _, rows = validation_split(n, max(1, n // 10))
+        validation = data.split_validation(rows.to(data.train_store.device))
+        scores = {}
+        for weight in grid:
+            sub = Path(out_dir) / "class-weight-selection" / f"class-weight-{weight:g}"
+            if run_state(sub) == "finished":
+                final = json.loads((sub / "metrics.json").read_text())["final"]
+            else:
+                shutil.rmtree(sub, ignore_errors=True)  # an interrupted selection run starts again
+                cfg = RunConfig.from_dict(config.to_dict())
+                cfg.train.class_weight, cfg.train.class_weight_grid = weight, None
+                cfg.train.fidelity_samples, cfg.train.tensorboard, cfg.train.eval_num_samples = 0, False, 1
+                final = fit(cfg, sub, progress=progress, data=validation).metrics["final"]
+            scores[f"{weight:g}"] = final["accuracy"]
+        best = max(grid, key=lambda w: scores[f"{w:g}"])  # the first of the best
+        config.train.class_weight = best
+        return {"class_weight_selection": {"validation_size": len(rows), "accuracy": scores, "chosen": best}}
+
+    def labelled_rows(self, data, config) -> Tensor:
+        """The training images whose labels a run keeps: ``config.data.labels`` of them (all when
+        ``None``), balanced per class, drawn with ``config.data.label_seed``; ``(N_l,)`` int64.
+
+        :raises ValueError: when the labels asked for do not fit the classes or the training set."""
+        n = config.data.labels if config.data.labels is not None else len(data.train_y)
+        key = (len(data.train_y), n, config.data.label_seed)
+        if self._labelled is None or self._labelled[0] != key:
+            rows = labelled_subset(data.train_y, n, data.num_classes, config.data.label_seed)
+            self._labelled = key, rows.to(data.train_images.device)
+        return self._labelled[1]
+
+    def check_data(self, data, config) -> None:
+        super().check_data(data, config)
+        self.labelled_rows(data, config)  # checks --labels against the classes and the training set
+
+    def train_batches(self, data, config) -> Iterator[tuple]:
+        """:func:`semi_supervised_batches`: ``(x_u, x_l, y_l, labelled scale, α)`` per step."""
+        return semi_supervised_batches(
+            data.epoch_train_x(),
+            data.train_y,
+            self.labelled_rows(data, config),
+            config.train.batch_size,
+            config.train.class_weight,
+        )
+
+    def steps_per_epoch(self, data, config) -> int:
+        n, n_l = len(data.train_images), len(self.labelled_rows(data, config))
+        return math.ceil((n - n_l if n > n_l else n_l) / config.train.batch_size)
+
+    def evaluation_args(self, x: Tensor, y: Tensor | None) -> tuple:
+        """``(x,)``: the unlabelled bound, y marginalized (IS proposal q(y|x) q(z|x, y))."""
+        return (x,)
+
+    # -- what a run reports
+    def epoch_metrics(self, data) -> dict:
+        return {"test_accuracy": accuracy(self.classify, data.test_x, data.test_y)}
+
+    def extra_metrics(self, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
+        """The test accuracy of q(y|x)."""
+        return {"accuracy": accuracy(self.classify, x, y)} if y is not None else {}
+
+    def run_metrics(self, data, config, steps: int) -> dict:
+        """The supervised baseline: this classifier network trained with the cross-entropy alone
+        on the same labelled images, for as many Adam steps (``steps``) as M2 took."""
+        labelled = self.labelled_rows(data, config)
+        clf = train_classifier(
+            data.train_images[labelled],
+            data.train_y[labelled],
+            image_shape=self.image_shape,
+            num_classes=self.num_classes,
+            hidden_dims=self.hidden_dims,
+            net=self.net_name,
+            steps=max(1, steps),
+            batch_size=config.train.batch_size,
+            lr=config.train.lr,
+            seed=config.train.seed,
+        )
+        return {
+            "labels": len(labelled),
+            "baseline_accuracy": accuracy(predict_with(clf), data.test_x, data.test_y),
+            "baseline_steps": max(1, steps),
+        }
+
+    # -- helpers (decode, sample, transfer: ConditionalModel)
+    @torch.no_grad()
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The mean and marginal standard deviation of q(z|x, y), each ``(batch, z_dim)``; without
+        ``y``, with the class q(y|x) finds most likely."""
+        return super().encode(x, self.classify(x) if y is None else y)
+
     @torch.no_grad()
     def classify(self, x: Tensor, batch_size: int = 2000) -> Tensor:
         """argmax_y q(y|x): ``(N, x_dim)`` ↦ ``(N,)`` int64."""

@@ -81,7 +81,7 @@ def images(model, data) -> tuple[Tensor, Tensor]:
     """Reconstructions and samples for the log, without touching the training's random state.
 
     :returns: ``(2·n, D)``: ``n`` test images then their reconstructions; and ``(m, D)`` samples,
-        ``NUM_IMAGES`` draws z ~ p(z), or for a conditional model ``max(1, NUM_IMAGES // k)`` per
+        ``NUM_IMAGES`` draws z ~ p(z), or for a model with k classes ``max(1, NUM_IMAGES // k)`` per
         class, class after class. Values clipped to [0, 1].
     """
     x = data.test_images[:NUM_IMAGES]
@@ -90,14 +90,10 @@ def images(model, data) -> tuple[Tensor, Tensor]:
     model.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(IMAGE_SEED)
-        if model.conditional:
-            y = data.test_y[:NUM_IMAGES]
-            recon = model.reconstruct(x, y)
-            per_class = max(1, NUM_IMAGES // model.num_classes)
-            samples = torch.cat([model.sample(per_class, k) for k in range(model.num_classes)])
-        else:
-            recon = model.reconstruct(x)
-            samples = model.sample(NUM_IMAGES)
+        recon = model.reconstruct(x, None if data.test_y is None else data.test_y[:NUM_IMAGES])
+        per_class = max(1, NUM_IMAGES // max(1, model.num_classes))
+        labels = range(model.num_classes) or [None]  # one block per class; one block of p(z) draws
+        samples = torch.cat([model.sample(per_class, k) for k in labels])
     model.train(was_training)
     return torch.cat([x, recon]).clamp(0, 1).cpu(), samples.clamp(0, 1).cpu()
 

@@ -1,5 +1,5 @@
 """Training: stochastic variational inference with Trace_ELBO and Adam, one checkpoint per epoch,
-exact resume, for every model in :data:`MODELS` (``vae``, ``cvae``, ``ssvae``).
+exact resume, for every model in :data:`pyro_vae.models.MODELS` (``vae``, ``cvae``, ``ssvae``).
 
 Each step is what ``pyro.infer.SVI.step`` does, written out so that the fast path is the default
 (``benchmarks/step_overhead.py``): the estimator's ``loss_and_grads`` (the backward pass inside),
@@ -8,7 +8,8 @@ would run one optimizer per parameter tensor. Pyro's argument validation runs on
 (:func:`pyro_vae.elbos.check_pair`) and is off inside the batch loop.
 
 What differs between the models (how they are built, what a training step and the test set pass
-to them, their extra metrics) is one :class:`ModelSpec` entry each in :data:`MODELS`.
+to them, their extra metrics) is each model class's own (:class:`pyro_vae.vae.BaseVAE`'s hooks);
+this module keeps the loop, :func:`fit` and :func:`resume`.
 
 A run folder holds ``config.json``, ``metrics.json``, ``checkpoint.pt`` and the plots.
 
@@ -23,30 +24,28 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import ELBO
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from . import distributed, plots, tensorboard
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from .compiling import compile_networks
-from .config import DEVICES, ConfigError, ModelConfig, RunConfig, TrainConfig
-from .cvae import CVAE, generative_classify
-from .data import DataError, ImageData, batches, check_data_config, check_labels, labelled_subset, load_data
+from .config import DEVICES, ConfigError, RunConfig, TrainConfig
+from .data import DataError, ImageData, check_data_config, load_data
 from .elbos import accepted_estimators, build_elbo, check_estimator, check_pair
-from .evaluate import chunk_for_memory, conditional_metrics, elbo_terms, importance_log_px, summarize
+from .evaluate import chunk_for_memory, elbo_terms, importance_log_px, summarize
 from .io import atomic_write_text
 from .likelihoods import bits_per_dim
+from .models import get_model
 from .runfolder import RunLock, run_state
-from .ssvae import SSVAE, accuracy, predict_with, semi_supervised_batches, train_classifier
-from .vae import VAE
+from .vae import BaseVAE
 
 
 class TrainingDiverged(RuntimeError):
@@ -76,200 +75,65 @@ class Run:
 
     out_dir: Path
     config: RunConfig
-    vae: VAE
+    vae: BaseVAE
     data: ImageData | None  # None when loaded without data (e.g. for sampling)
     metrics: dict
     image_shape: tuple[int, ...]
-    labelled: Tensor | None = None  # ssvae: indices of the training images whose labels are kept
 
 
-# ----------------------------------------------------------------------------- the model registry
-@dataclass(frozen=True)
-class ModelSpec:
-    """What training and evaluation need to know about one model family.
-
-    :ivar build: ``build(model_config, image_shape, num_classes)`` ↦ the module.
-    :ivar make_elbo: ``make_elbo(train_config)`` ↦ the loss (a ``pyro.infer.ELBO``).
-    :ivar batches: ``batches(run)`` ↦ one epoch of :func:`train_step` argument tuples.
-    :ivar test_args: ``test_args(x, y)`` ↦ the model's arguments on labelled test images.
-    :ivar extra_metrics: ``extra_metrics(model, x, y, num_samples)`` ↦ dict, added to the final metrics.
-    :ivar epoch_metrics: ``epoch_metrics(model, data)`` ↦ dict, added to each epoch's row.
-    :ivar defaults: the values a new run records for its model options left out (``None``), e.g.
-        ``{"kl_weight": 2.0}``; :func:`fit` writes them into ``config.json``.
-    :ivar data_metrics: ``data_metrics(model, data, data_dir, n_per_class)`` ↦ dict, added to the final metrics and
-        to ``pyro-vae evaluate``: what needs the whole dataset (the label fidelity's judge is trained on
-        the training images and labels of ``data``).
-    """
-
-    name: str
-    cls: type
-    build: Callable[[ModelConfig, tuple, int], nn.Module]
-    make_elbo: Callable[[TrainConfig], ELBO]
-    batches: Callable[[Run], Iterator[tuple]]
-    test_args: Callable[[Tensor, Tensor | None], tuple]
-    extra_metrics: Callable[[nn.Module, Tensor, Tensor | None, int], dict]
-    epoch_metrics: Callable[[nn.Module, ImageData], dict]
-    data_metrics: Callable[[nn.Module, ImageData, str | None, int], dict] = lambda model, data, data_dir, n: {}
-    defaults: dict = field(default_factory=dict)
-
-
-def _conditional_options(m: ModelConfig, legacy: dict, fields: Sequence[str]) -> dict:
-    """Keyword options of a conditional model from ``m``'s ``fields``; a field left ``None`` takes its
-    ``legacy`` value (runs recorded before the field existed), ``decoder_y`` becomes ``cond_every_layer``."""
-    values = {f: legacy.get(f) if getattr(m, f) is None else getattr(m, f) for f in fields}
-    if "decoder_y" in values:
-        values["cond_every_layer"] = values.pop("decoder_y") == "every-layer"
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _conditional_build(
-    cls: type, legacy: dict, fields: Sequence[str]
-) -> Callable[[ModelConfig, tuple, int], nn.Module]:
-    """``build`` of a conditional model: the networks' options by position, ``fields`` by keyword
-    (:func:`_conditional_options`; ``legacy`` is what a ``config.json`` without them was built with)."""
-
-    def build(m: ModelConfig, shape: tuple, k: int) -> nn.Module:
-        options = _conditional_options(m, legacy, fields)
-        return cls(
-            math.prod(shape), k, m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps, m.net, shape, **options
-        )
-
-    return build
+def _fill_options(config: RunConfig, values: dict) -> None:
+    """Set the model options left ``None`` in ``config`` to ``values``; ``prior_components`` only
+    with a mixture prior."""
+    m = config.model
+    for name, value in values.items():
+        if getattr(m, name) is None and (name != "prior_components" or (m.prior or "mixture") == "mixture"):
+            setattr(m, name, value)
 
 
 def resolve_defaults(config: RunConfig) -> RunConfig:
-    """A copy of ``config`` whose model options left out hold the model's defaults (:attr:`ModelSpec.defaults`);
-    ``prior_components`` only with a mixture prior."""
+    """A copy of ``config`` whose options left out (``None``) hold the model's defaults: its model
+    options (:attr:`pyro_vae.vae.BaseVAE.defaults`), estimator and epochs. :func:`fit` records them."""
     config = RunConfig.from_dict(config.to_dict())
-    m = config.model
+    cls = get_model(config.model.model)
     if config.train.elbo is None:
-        config.train.elbo = MODELS[m.model].cls.default_estimator
-    for name, value in MODELS[m.model].defaults.items():
-        if getattr(m, name) is None and (name != "prior_components" or (m.prior or "mixture") == "mixture"):
-            setattr(m, name, value)
+        config.train.elbo = cls.default_estimator
+    if config.train.epochs is None:
+        config.train.epochs = cls.default_epochs
+    _fill_options(config, cls.defaults)
     return config
 
 
 def recorded_config(path: Path) -> RunConfig:
-    """A run's ``config.json``. M2 runs recorded before the ``enum`` estimator existed name
-    ``trace`` for the ``TraceEnum_ELBO`` they trained with; they are read as ``enum``. An estimator
-    left out (``null``) is the model's default."""
+    """A run's ``config.json``. Model options it lacks (written before they existed) take what such
+    runs were built with (:attr:`pyro_vae.vae.BaseVAE.legacy`). M2 runs recorded before the ``enum``
+    estimator existed name ``trace`` for the ``TraceEnum_ELBO`` they trained with; they are read as
+    ``enum``. An estimator left out (``null``) is the model's default."""
     config = RunConfig.load(path)
-    cls = MODELS[config.model.model].cls
+    cls = get_model(config.model.model)
     if config.train.elbo is None or (config.train.elbo == "trace" and "trace" not in accepted_estimators(cls)):
         config.train.elbo = cls.default_estimator
+    if config.train.epochs is None:
+        config.train.epochs = cls.default_epochs
+    _fill_options(config, cls.legacy)
     return config
 
 
-def _registry_elbo(t: TrainConfig) -> ELBO:
+def make_elbo(t: TrainConfig):
+    """The estimator ``t.elbo`` names, with its particles, α and JIT option."""
     return build_elbo(t.elbo, t.particles, t.alpha, t.jit)
 
 
-def _needs_labels(y: Tensor | None) -> Tensor:
-    if y is None:
-        raise ValueError("a conditional model (cvae) needs the test labels y")
-    return y
-
-
-def _cvae_metrics(model: CVAE, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
-    """Generative classification argmax_y log p̂(x|y) + log p(y), uniform p(y), with K/10
-    importance samples per class (so it costs about as much as the IS log p(x|y) with K)."""
-    k = max(1, num_samples // 10)
-    chunk = chunk_for_memory(model, model.model, model.guide, x, _needs_labels(y))
-    predicted, _ = generative_classify(model.model, model.guide, x, model.num_classes, num_samples=k, chunk_size=chunk)
-    return {
-        "conditional": True,
-        "prior": model.prior_name,
-        "generative_accuracy": (predicted == _needs_labels(y)).float().mean().item(),
-        "classify_num_samples": k,
-    }
-
-
-def _ssvae_metrics(model: SSVAE, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
-    return {"accuracy": accuracy(model.classify, x, _needs_labels(y))} if y is not None else {}
-
-
-def _label_metrics(model: nn.Module, data: ImageData, data_dir: str | None, n_per_class: int) -> dict:
-    """Label fidelity from ``n_per_class`` samples per class (judged by a CNN trained on all of
-    ``data``'s training labels, cached) and label sensitivity of a conditional model
-    (:func:`pyro_vae.evaluate.conditional_metrics`); nothing when ``n_per_class`` is 0."""
-    return conditional_metrics(model, data, data_dir=data_dir, n_per_class=n_per_class) if n_per_class else {}
-
-
-def _labelled(run: Run) -> Tensor:
-    if run.labelled is None:
-        data = run.data
-        n = run.config.data.labels if run.config.data.labels is not None else len(data.train_y)
-        seed = run.config.data.label_seed
-        run.labelled = labelled_subset(data.train_y, n, data.num_classes, seed).to(data.train_images.device)
-    return run.labelled
-
-
-# what runs recorded before the conditional options existed were built with
-_CVAE_LEGACY = {"prior": "learned", "prior_components": 30, "kl_weight": 1.0, "decoder_y": "input"}
-_SSVAE_DEFAULTS = {"kl_weight": 4.0, "decoder_y": "input"}
-
-MODELS: dict[str, ModelSpec] = {
-    "vae": ModelSpec(
-        "vae",
-        VAE,
-        lambda m, shape, k: VAE(
-            math.prod(shape), m.z_dim, m.hidden_dims, m.likelihood, m.guide, m.flow_steps, m.net, shape
-        ),
-        _registry_elbo,
-        lambda run: batches(run.data.epoch_train_x(), run.config.train.batch_size),
-        lambda x, y: (x,),
-        lambda model, x, y, k: {},
-        lambda model, data: {},
-    ),
-    "cvae": ModelSpec(
-        "cvae",
-        CVAE,
-        _conditional_build(CVAE, _CVAE_LEGACY, ("prior", "prior_components", "kl_weight", "decoder_y")),
-        _registry_elbo,
-        lambda run: batches(run.data.epoch_train_x(), run.config.train.batch_size, run.data.train_y),
-        lambda x, y: (x, _needs_labels(y)),
-        _cvae_metrics,
-        lambda model, data: {},
-        _label_metrics,
-        defaults={"prior": "mixture", "prior_components": 30, "kl_weight": 2.0, "decoder_y": "every-layer"},
-    ),
-    "ssvae": ModelSpec(
-        "ssvae",
-        SSVAE,
-        _conditional_build(SSVAE, _SSVAE_DEFAULTS, ("kl_weight", "decoder_y")),
-        _registry_elbo,
-        lambda run: semi_supervised_batches(
-            run.data.epoch_train_x(),
-            run.data.train_y,
-            _labelled(run),
-            run.config.train.batch_size,
-            run.config.train.class_weight,
-        ),
-        lambda x, y: (x,),  # the unlabelled bound: y is marginalized
-        _ssvae_metrics,
-        lambda model, data: {"test_accuracy": accuracy(model.classify, data.test_x, data.test_y)},
-        _label_metrics,
-        defaults=_SSVAE_DEFAULTS,
-    ),
-}
-
-
-def spec_of(model: nn.Module) -> ModelSpec:
-    """The :data:`MODELS` entry of a built model."""
-    return next(s for s in MODELS.values() if type(model) is s.cls)
-
-
-def build_model(config: RunConfig, image_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
-    """The module ``config.model.model`` names (:data:`MODELS`), for images of ``image_shape``.
+def build_model(config: RunConfig, image_shape: tuple[int, ...], num_classes: int = 10) -> BaseVAE:
+    """The model ``config.model.model`` names (:data:`pyro_vae.models.MODELS`), for images of
+    ``image_shape``, built by its class's ``from_config``.
 
     :raises ConfigError: when training the model would need more memory than the device has
         (a huge ``z_dim`` or ``hidden_dims``), before anything is allocated.
     """
-    spec = MODELS[config.model.model]
-    _check_model_size(spec, config, tuple(image_shape), num_classes)
+    cls = get_model(config.model.model)
+    _check_model_size(cls, config, tuple(image_shape), num_classes)
     try:
-        return spec.build(config.model, tuple(image_shape), num_classes)
+        return cls.from_config(config.model, tuple(image_shape), num_classes)
     except (MemoryError, torch.OutOfMemoryError):
         raise _too_big(config, None, None) from None
 
@@ -293,12 +157,12 @@ def _available_memory(device: torch.device) -> int | None:
         return None
 
 
-def _check_model_size(spec: ModelSpec, config: RunConfig, shape: tuple[int, ...], num_classes: int) -> None:
+def _check_model_size(cls: type[BaseVAE], config: RunConfig, shape: tuple[int, ...], num_classes: int) -> None:
     """Count the parameters on the meta device (no memory) and compare weights, gradients and
     Adam's two moments (4 float32 copies) with the memory available."""
     try:
         with torch.device("meta"):
-            params = sum(p.numel() for p in spec.build(config.model, shape, num_classes).parameters())
+            params = sum(p.numel() for p in cls.from_config(config.model, shape, num_classes).parameters())
     except Exception:  # a network that cannot be built on the meta device: the real build decides
         return
     available = _available_memory(resolve_device(config.train.device))
@@ -306,7 +170,7 @@ def _check_model_size(spec: ModelSpec, config: RunConfig, shape: tuple[int, ...]
         raise _too_big(config, params, available)
 
 
-def make_optimizer(vae: VAE, lr: float) -> torch.optim.Adam:
+def make_optimizer(vae: nn.Module, lr: float) -> torch.optim.Adam:
     """One ``torch.optim.Adam`` over every parameter of ``vae``, fused on CPU and CUDA."""
     params = list(vae.parameters())
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
@@ -352,7 +216,7 @@ def fit(
     config = RunConfig.from_dict(config.to_dict()) if config is not None else RunConfig()
     config.validate()
     config = resolve_defaults(config)
-    check_estimator(MODELS[config.model.model].cls, config.train.elbo)
+    check_estimator(get_model(config.model.model), config.train.elbo)
     if data is None:
         check_data_config(config.data)
     distributed.join(config.train.batch_size, resolve_device(config.train.device))
@@ -384,25 +248,17 @@ def _build_and_train(config: RunConfig, out_dir: Path, progress: bool, data: Ima
         raise DataError(
             f"the {empty} set of {data.name} holds no images; give at least one training and one test image"
         )
-    spec = MODELS[config.model.model]
-    if spec.name in ("cvae", "ssvae"):
-        data.require_labels(spec.name)
-    if spec.name == "cvae" and config.model.prior is None:
-        config.model.prior = "learned"
+    tuned = get_model(config.model.model).tune(config, data, out_dir, progress)  # may set options in config
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     vae = build_model(config, data.image_shape, data.num_classes).to(device)
     if config.train.compile:
         compile_networks(vae)
     data.check(unit_interval=vae.lik.unit_interval)
-    run = Run(out_dir, config, vae, data, {"data": data.describe(), "epochs": []}, data.image_shape)
-    if vae.conditional:
-        check_labels(data.train_y, data.num_classes, n=n_train, name="training labels")
-        check_labels(data.test_y, data.num_classes, n=n_test, name="test labels")
-    if spec.name == "ssvae":
-        _labelled(run)  # checks --labels against the classes and the training set
-    spec.make_elbo(config.train)  # checks the estimator's name and options
-    args = spec.test_args(data.train_images[:2], None if data.train_y is None else data.train_y[:2])
+    run = Run(out_dir, config, vae, data, {"data": data.describe(), **tuned, "epochs": []}, data.image_shape)
+    vae.check_data(data, config)  # labels where the model needs them, --labels against the training set
+    make_elbo(config.train)  # checks the estimator's name and options
+    args = vae.evaluation_args(data.train_images[:2], None if data.train_y is None else data.train_y[:2])
     check_pair(config.train.elbo, config.model.guide, vae.model, vae.guide, *args, jit=config.train.jit)
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
@@ -444,7 +300,17 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True
             f"checkpoint in {run_dir} does not match its config.json ({str(e).splitlines()[0]})"
         ) from None
     metrics = {"data": data.describe() if data is not None else {}, "epochs": list(ckpt.get("history", []))}
+    metrics.update(_tuned_record(run_dir))
     return Run(run_dir, config, vae, data, metrics, tuple(ckpt["image_shape"])), ckpt
+
+
+def _tuned_record(run_dir: Path) -> dict:
+    """What a model's ``tune`` recorded in the run's ``metrics.json`` (kept across a resume)."""
+    try:
+        recorded = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in recorded.items() if k not in ("data", "epochs", "final", "pixels")}
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None = None, progress: bool = True) -> Run:
@@ -500,14 +366,14 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, device: str | None
         return _train(run, optim, progress, start_epoch=done)
 
 
-def train_step(elbo, vae: VAE, optimizer: torch.optim.Optimizer, *args: torch.Tensor) -> float:
+def train_step(elbo, vae: BaseVAE, optimizer: torch.optim.Optimizer, *args: torch.Tensor) -> float:
     """One training step on a batch: ``elbo.loss_and_grads`` on the VAE's model/guide pair, then
     ``optimizer.step()`` and ``zero_grad()``; what ``pyro.infer.SVI.step`` does, with a torch optimizer.
 
     Pyro's argument validation is off for the step (the first batch is checked by
     :func:`pyro_vae.elbos.check_pair`). The parameters are left as they were when the loss is not finite.
 
-    :param vae: a model of :data:`MODELS`; its ``loss_and_grads(elbo, *args)`` runs the estimator.
+    :param vae: a model of :data:`pyro_vae.models.MODELS`; its ``loss_and_grads(elbo, *args)`` runs the estimator.
     :param args: the arguments of one step, e.g. ``x`` of shape ``(batch, x_dim)`` (``vae``),
         ``x, y`` (``cvae``), or an unlabelled and a labelled batch (``ssvae``).
     :returns: the loss, −ELBO summed over the batch (nats).
@@ -555,13 +421,10 @@ def _train(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: 
 def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch: int) -> Iterator[int]:
     """Train epoch after epoch, yielding each epoch number once its checkpoint is written."""
     config, vae, data = run.config, run.vae, run.data
-    spec = spec_of(vae)
-    elbo = spec.make_elbo(config.train)
+    elbo = make_elbo(config.train)
     ckpt_path = run.out_dir / CHECKPOINT_NAME
     n_train = len(data.train_images)
-    n_steps = math.ceil(n_train / config.train.batch_size)
-    if spec.name == "ssvae" and n_train > len(_labelled(run)):
-        n_steps = math.ceil((n_train - len(_labelled(run))) / config.train.batch_size)
+    n_steps = vae.steps_per_epoch(data, config)
     budget = config.train.max_seconds
     group = distributed.current()
     step_on = functools.partial(train_step, elbo, vae) if group is None else distributed.ParallelStep(vae, elbo)
@@ -576,9 +439,9 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
         start = time.perf_counter()
         total = 0.0
         epoch_batches = (
-            spec.batches(run)
+            vae.train_batches(data, config)
             if group is None
-            else distributed.epoch_batches(lambda: spec.batches(run), config.train.seed, epoch)
+            else distributed.epoch_batches(lambda: vae.train_batches(data, config), config.train.seed, epoch)
         )
         bar = tqdm(
             epoch_batches,
@@ -604,7 +467,7 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
             yield epoch
             continue
         vae.eval()
-        test = summarize(elbo_terms(vae.model, vae.guide, *spec.test_args(data.test_images, data.test_y)))  # chunked
+        test = summarize(elbo_terms(vae.model, vae.guide, *vae.evaluation_args(data.test_images, data.test_y)))
         if not math.isfinite(test["elbo"]):
             raise TrainingDiverged(
                 f"test ELBO became {test['elbo']} after epoch {epoch}; last good checkpoint: {ckpt_path} "
@@ -618,10 +481,9 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
             "test_kl": test["kl"],
             "beta": _beta(config, epoch),
             "seconds": seconds,
-            **spec.epoch_metrics(vae, data),
+            "steps": step,
+            **vae.epoch_metrics(data),
         }
-        if spec.name == "ssvae":
-            row["steps"] = step
         run.metrics["epochs"].append(row)
         if progress:
             tqdm.write(
@@ -649,49 +511,24 @@ def final_metrics(vae: nn.Module, x: torch.Tensor, num_samples: int, y: torch.Te
     """Test ELBO with its two terms, IS log p(x) with K = ``num_samples``, and their gap (nats/image),
     with bits per dimension (``elbo_bpd``, ``is_bpd``; see :func:`pyro_vae.likelihoods.bits_per_dim`).
 
-    For a ``cvae`` the ELBO and ``is_log_px`` are conditional on the labels ``y`` (log p(x|y)), and
-    ``generative_accuracy`` is added; for an ``ssvae`` they marginalize y (IS proposal q(y|x) q(z|x, y)),
-    and ``accuracy`` of q(y|x) is added.
+    Both are of the arguments the model's ``evaluation_args(x, y)`` gives: log p(x|y) for a ``cvae``,
+    log p(x) with y marginalized for an ``ssvae`` (IS proposal q(y|x) q(z|x, y)); the model's
+    ``extra_metrics`` are added (generative classification, the accuracy of q(y|x)).
 
     :param Tensor x: ``(N, D)`` test images; ``y`` ``(N,)`` their labels (needed by conditional models).
     """
     vae.eval()
-    spec = spec_of(vae)
-    args = spec.test_args(x, y)
+    args = vae.evaluation_args(x, y)
     out = summarize(elbo_terms(vae.model, vae.guide, *args))
     chunk = chunk_for_memory(vae, vae.model, vae.guide, *args)  # a few hundred MiB, whatever the images
     log_px = importance_log_px(vae.model, vae.guide, *args, num_samples=num_samples, chunk_size=chunk)
     out.update(summarize({"is_log_px": log_px}))
     out["is_num_samples"] = num_samples
+    out["evidence"] = vae.evidence
     out["gap"] = out["is_log_px"] - out["elbo"]
     out["elbo_bpd"], out["is_bpd"] = (bits_per_dim(out[k], x.shape[1]) for k in ("elbo", "is_log_px"))
-    out.update(spec.extra_metrics(vae, x, y, num_samples))
+    out.update(vae.extra_metrics(x, y, num_samples))
     return out
-
-
-def baseline_metrics(run: Run) -> dict:
-    """The supervised baseline of an ``ssvae`` run: its classifier network trained with the
-    cross-entropy alone on the same labelled images, for as many Adam steps as M2 took."""
-    data, config, model = run.data, run.config, run.vae
-    labelled = _labelled(run)
-    steps = max(1, sum(r.get("steps", 0) for r in run.metrics["epochs"]))
-    clf = train_classifier(
-        data.train_images[labelled],
-        data.train_y[labelled],
-        image_shape=run.image_shape,
-        num_classes=model.num_classes,
-        hidden_dims=config.model.hidden_dims,
-        net=config.model.net,
-        steps=steps,
-        batch_size=config.train.batch_size,
-        lr=config.train.lr,
-        seed=config.train.seed,
-    )
-    return {
-        "labels": len(labelled),
-        "baseline_accuracy": accuracy(predict_with(clf), data.test_x, data.test_y),
-        "baseline_steps": steps,
-    }
 
 
 def finish(run: Run) -> Run:
@@ -701,9 +538,8 @@ def finish(run: Run) -> Run:
         return run
     data, vae = run.data, run.vae
     final = final_metrics(vae, data.test_x, run.config.train.eval_num_samples, data.test_y)
-    final.update(spec_of(vae).data_metrics(vae, data, run.config.data.data_dir, run.config.train.fidelity_samples))
-    if spec_of(vae).name == "ssvae":
-        final.update(baseline_metrics(run))
+    final.update(vae.data_metrics(data, run.config.data.data_dir, run.config.train.fidelity_samples))
+    final.update(vae.run_metrics(data, run.config, sum(r.get("steps", 0) for r in run.metrics["epochs"])))
     final["pixels"] = data.pixels
     run.metrics["final"] = final
     write_metrics(run)
@@ -712,10 +548,8 @@ def finish(run: Run) -> Run:
 
 
 __all__ = [
-    "MODELS",
-    "ModelSpec",
     "build_model",
-    "baseline_metrics",
+    "make_elbo",
     "fit",
     "resolve_defaults",
     "resume",

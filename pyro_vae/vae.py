@@ -1,4 +1,12 @@
-"""The VAE: a Pyro model p(z) p(x|z) and its amortized guide q(z|x), side by side.
+"""The VAE: a Pyro model p(z) p(x|z) and its amortized guide q(z|x), side by side; and what every
+model here shares (:class:`BaseVAE`), the conditional models' part included (:class:`ConditionalModel`).
+
+Every model has one signature: ``model(x, y=None)``, ``guide(x, y=None)``, ``prior(y=None)``,
+``encode(x, y=None)``, ``decode(z, y=None)``, ``reconstruct(x, y=None)`` and ``sample(n, y=None)``.
+The VAE ignores labels; a conditional model reads them (and draws y ~ p(y) where a sample has none).
+Each model class also owns how it is built from its config (:meth:`BaseVAE.from_config`), what one
+training batch passes to it (:meth:`BaseVAE.train_batches`), its metrics and its plots, so the
+training loop, the CLI and the plots never ask which model they hold.
 
 References: Kingma & Welling, *Auto-Encoding Variational Bayes*, ICLR 2014.
 """
@@ -7,39 +15,67 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor, nn
 
-from .data import check_images
-from .guides import Encoder, build_head, moments
+from .data import batches, check_images, check_labels
+from .guides import Encoder, build_head, moments, site_infer
 from .likelihoods import get_likelihood
 from .nets import get_net
+
+
+class LabelError(ValueError):
+    """A label a model cannot take: out of range, misshapen, or given to a model without classes."""
+
+
+def one_hot(y: Tensor, num_classes: int) -> Tensor:
+    """``(...)`` int64 labels ↦ ``(..., num_classes)`` float one-hot vectors."""
+    return F.one_hot(y, num_classes).float()
 
 
 class BaseVAE(nn.Module):
     """What every model here shares: the likelihood, the encoder (of x and an optional condition
     of width ``cond_dim``) feeding a guide head, the decoder of z and the condition, the N(0, I)
-    buffers, β, and the training step's hook :meth:`loss_and_grads`. Subclasses add their Pyro pair.
+    buffers, β, and the hooks the training loop calls.
 
     ``encoder_cond=False`` keeps the condition out of the encoder (q(z|x) instead of q(z|x, c));
-    ``cond_every_layer=True`` feeds it to every decoder layer (see :mod:`pyro_vae.nets`).
-
-    ``estimators`` names the estimators of :data:`pyro_vae.elbos.ELBOS` the model accepts (``None``:
-    all that enumerate nothing), checked by :func:`pyro_vae.elbos.check_estimator`.
+    ``decoder_y`` says how the decoder reads it (:data:`pyro_vae.nets.DECODER_Y`).
 
     ``beta`` (default 1, set by the training loop for KL warm-up) and ``kl_weight`` (default 1, a
     fixed weight of the model) multiply into the scale of the latent site in model and guide
     through ``pyro.poutine.scale``: β·w·KL in the loss. Metrics use the unscaled densities.
+
+    Class attributes a model declares:
+
+    :cvar estimators: the estimators of :data:`pyro_vae.elbos.ELBOS` it accepts (``None``: all that
+        enumerate nothing), checked up front by :func:`pyro_vae.elbos.check_estimator`.
+    :cvar default_estimator: ``--elbo`` when none is given.
+    :cvar default_epochs: ``--epochs`` when none is given.
+    :cvar config_options: the :class:`~pyro_vae.config.ModelConfig` fields beyond the networks' that
+        :meth:`from_config` passes by keyword (and that the config accepts for this model).
+    :cvar defaults: the values a new run records for those options left out.
+    :cvar legacy: what a ``config.json`` written before an option existed was built with
+        (:func:`pyro_vae.train.recorded_config` fills them in).
+    :cvar semi_supervised: trains on a drawn subset of the labels (``--labels``, ``--label-seed``).
+    :cvar evidence: what :meth:`evaluation_args` make the test ELBO bound: ``"log p(x)"`` or ``"log p(x|y)"``.
     """
 
-    estimators: tuple[str, ...] | None = None  # None: every estimator that enumerates nothing
-    default_estimator = "trace"  # --elbo when none is given
-    default_epochs = 100  # --epochs when none is given
+    estimators: tuple[str, ...] | None = None
+    default_estimator = "trace"
+    default_epochs = 100
+    config_options: tuple[str, ...] = ()
+    defaults: dict = {}
+    legacy: dict = {}
+    semi_supervised = False
+    num_classes = 0  # labels lie in 0..num_classes−1; 0: the model takes none
+    evidence = "log p(x)"  # what its test ELBO and IS estimate bound, as reports print it
 
     def __init__(
         self,
@@ -54,7 +90,7 @@ class BaseVAE(nn.Module):
         cond_dim: int = 0,
         *,
         encoder_cond: bool = True,
-        cond_every_layer: bool = False,
+        decoder_y: str = "input",
         kl_weight: float = 1.0,
     ):
         super().__init__()
@@ -65,9 +101,7 @@ class BaseVAE(nn.Module):
         self.encoder_cond = encoder_cond
         body = nets.encoder(self.image_shape, hidden_dims, cond_dim if encoder_cond else 0)
         self.encoder = Encoder(body, build_head(guide, body.out_dim, z_dim, flow_steps=flow_steps))
-        self.decoder = nets.decoder(
-            z_dim, self.image_shape, hidden_dims, self.lik.out_per_pixel, cond_dim, cond_every_layer
-        )
+        self.decoder = nets.decoder(z_dim, self.image_shape, hidden_dims, self.lik.out_per_pixel, cond_dim, decoder_y)
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
         self.beta = 1.0
@@ -75,6 +109,77 @@ class BaseVAE(nn.Module):
             raise ValueError(f"kl_weight must be positive, got {kl_weight!r}")
         self.kl_weight = float(kl_weight)
 
+    # -- building from a config
+    @classmethod
+    def from_config(cls, m, image_shape: Sequence[int], num_classes: int = 10) -> BaseVAE:
+        """The model a :class:`~pyro_vae.config.ModelConfig` ``m`` describes, for images of
+        ``image_shape``, by keyword; an option of :attr:`config_options` left ``None`` takes the
+        class's default (:attr:`defaults`)."""
+        options = {f: getattr(m, f) for f in cls.config_options}
+        shape = tuple(image_shape)
+        return cls(
+            x_dim=math.prod(shape),
+            z_dim=m.z_dim,
+            hidden_dims=m.hidden_dims,
+            likelihood=m.likelihood,
+            guide=m.guide,
+            flow_steps=m.flow_steps,
+            net=m.net,
+            image_shape=shape,
+            **cls._class_options(num_classes),
+            **{k: v for k, v in options.items() if v is not None},
+        )
+
+    @classmethod
+    def _class_options(cls, num_classes: int) -> dict:
+        return {}
+
+    # -- what training and evaluation pass to model and guide
+    @classmethod
+    def tune(cls, config, data, out_dir, progress: bool = False) -> dict:
+        """Choose options on a validation split before a run trains (``config`` changes in place);
+        :returns: what the run records in ``metrics.json``. Nothing to choose here."""
+        return {}
+
+    def check_data(self, data, config) -> None:
+        """Fail up front, in one line, when ``data`` cannot train this model (e.g. no labels)."""
+
+    def train_batches(self, data, config) -> Iterator[tuple]:
+        """One epoch of the argument tuples of :meth:`loss_and_grads`: ``(x,)`` batches here."""
+        return batches(data.epoch_train_x(), config.train.batch_size)
+
+    def steps_per_epoch(self, data, config) -> int:
+        """How many tuples :meth:`train_batches` yields."""
+        return math.ceil(len(data.train_images) / config.train.batch_size)
+
+    def evaluation_args(self, x: Tensor, y: Tensor | None) -> tuple:
+        """The arguments of :meth:`model` and :meth:`guide` whose ELBO and IS log-likelihood a run
+        reports on test images ``x`` with labels ``y``: ``(x,)``, log p(x)."""
+        return (x,)
+
+    # -- metrics beyond the ELBO and log-likelihood
+    def epoch_metrics(self, data) -> dict:
+        """Added to each epoch's row of ``metrics.json``."""
+        return {}
+
+    def extra_metrics(self, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
+        """Added to the final test metrics (``metrics.json`` and ``pyro-vae evaluate``)."""
+        return {}
+
+    def data_metrics(self, data, data_dir: str | None, n_per_class: int) -> dict:
+        """Added to the final metrics and ``pyro-vae evaluate``: what needs the whole dataset."""
+        return {}
+
+    def run_metrics(self, data, config, steps: int) -> dict:
+        """Added to the final metrics of a training run (``steps``: the optimizer steps it took)."""
+        return {}
+
+    @property
+    def run_plots(self) -> tuple[str, ...]:
+        """The names in :data:`pyro_vae.plots.RUN_PLOTS` drawn into the run folder."""
+        return ("samples", "manifold") if self.z_dim == 2 else ("samples",)
+
+    # -- shared helpers
     def check_x(self, x: Tensor) -> None:
         """Under Pyro's validation (on by default, off in the training loop), check that ``x`` is a
         ``(batch, x_dim)`` floating-point tensor of finite pixels in the likelihood's range.
@@ -99,16 +204,25 @@ class BaseVAE(nn.Module):
         differentiates)."""
         return elbo.loss_and_grads(*self.pair, *args)
 
+    def check_label(self, y: int) -> None:
+        """:raises LabelError: for a label this model cannot take."""
+        raise LabelError(f"a {type(self).__name__} takes no label: it draws from p(z); drop the label")
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Decode the posterior mean (with the same label): ``(batch, x_dim)`` ↦ ``(batch, x_dim)``."""
+        return self.decode(self.encode(x, y)[0], y)
+
 
 class VAE(BaseVAE):
     """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)), q(z|x) = guide head(encoder(x)).
 
     With the default ``guide="diag"``, q(z|x) = N(μ(x), diag σ²(x)) as in Kingma & Welling.
 
-    Both :meth:`model` and :meth:`guide` take ``x`` of shape ``(batch, x_dim)`` and sample the
-    latent site ``"z"`` (event shape ``(z_dim,)``) inside ``pyro.plate("data", batch, dim=-1)``;
-    the model observes ``"x"`` (event shape ``(x_dim,)``). Any outer plate (e.g. vectorized
-    particles at ``dim=-2``) broadcasts through both.
+    Both :meth:`model` and :meth:`guide` take ``x`` of shape ``(batch, x_dim)`` (and ignore a label
+    ``y``) and sample the latent site ``"z"`` (event shape ``(z_dim,)``) inside
+    ``pyro.plate("data", batch, dim=-1)``; the model observes ``"x"`` (event shape ``(x_dim,)``).
+    Any outer plate (e.g. vectorized particles at ``dim=-2``) broadcasts through both.
 
     :param int x_dim: D, pixels per image.
     :param int z_dim: latent dimension.
@@ -124,8 +238,6 @@ class VAE(BaseVAE):
     ``pyro.poutine.scale``: β·KL in the loss, for KL warm-up.
     """
 
-    conditional = False  # encode/decode/reconstruct/sample take no label
-
     def __init__(
         self,
         x_dim: int,
@@ -140,20 +252,20 @@ class VAE(BaseVAE):
         super().__init__(x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape)
 
     # -- the distributions, shared by model, guide and helpers
-    def prior(self) -> dist.TorchDistribution:
+    def prior(self, y: Tensor | None = None) -> dist.TorchDistribution:
         """p(z): batch shape ``()``, event shape ``(z_dim,)``; plates broadcast it."""
         return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
 
-    def likelihood(self, z: Tensor) -> dist.TorchDistribution:
+    def likelihood(self, z: Tensor, y: Tensor | None = None) -> dist.TorchDistribution:
         """p(x|z) for ``z`` of shape ``(..., z_dim)``: batch shape ``(...)``, event ``(x_dim,)``."""
         return self.lik.make(self.decoder(z))
 
-    def posterior(self, x: Tensor) -> dist.TorchDistribution:
+    def posterior(self, x: Tensor, y: Tensor | None = None) -> dist.TorchDistribution:
         """q(z|x) for ``x`` of shape ``(batch, x_dim)``: batch ``(batch,)``, event ``(z_dim,)``."""
         return self.encoder(x)
 
     # -- the Pyro pair
-    def model(self, x: Tensor) -> None:
+    def model(self, x: Tensor, y: Tensor | None = None) -> None:
         self.check_x(x)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0], dim=-1):
@@ -161,29 +273,156 @@ class VAE(BaseVAE):
                 z = pyro.sample("z", self.prior())  # (..., batch, z_dim)
             pyro.sample("x", self.likelihood(z), obs=x)
 
-    def guide(self, x: Tensor) -> None:
+    def guide(self, x: Tensor, y: Tensor | None = None) -> None:
         self.check_x(x)
-        with self._latent_scale():
-            self.encoder.guide(x)  # site "z" in plate "data": (..., batch, z_dim)
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            q = self.posterior(x)
+            with self._latent_scale():
+                pyro.sample("z", q, infer=site_infer(q))  # (..., batch, z_dim)
 
     # -- helpers
     @torch.no_grad()
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """:returns: the mean and marginal standard deviation of q(z|x), each ``(batch, z_dim)``
         (Monte Carlo estimates for flow guides)."""
         return moments(self.posterior(x))
 
     @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """:returns: the mean of p(x|z), ``(..., x_dim)``."""
         return self.likelihood(z).mean
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """Decode the posterior mean: ``(batch, x_dim)`` ↦ ``(batch, x_dim)``."""
-        return self.decode(self.encode(x)[0])
+    def sample(self, n: int, y: Tensor | int | None = None) -> Tensor:
+        """:returns: the means of p(x|z) for ``n`` draws z ~ p(z), ``(n, x_dim)``.
+
+        :raises LabelError: when given a label (a VAE has no classes)."""
+        if y is not None:
+            self.check_label(y)
+        return self.decode(self.prior().sample((n,)))
+
+
+class ConditionalModel(BaseVAE):
+    """What the conditional models (:class:`pyro_vae.cvae.CVAE`, :class:`pyro_vae.ssvae.SSVAE`)
+    share: p(x|z, y) = likelihood(decoder(z, one-hot y)) and q(z|x, y) = guide head(encoder(x, y)),
+    the helpers that take labels, and the label metrics. A subclass adds its prior and its Pyro pair.
+
+    :param int x_dim: D, pixels per image.
+    :param int num_classes: K; labels lie in 0..K−1.
+    :param int z_dim: latent dimension.
+    :param hidden_dims: widths of the encoder; the decoder mirrors them.
+    :param str likelihood: a name in :data:`pyro_vae.likelihoods.LIKELIHOODS`.
+    :param str guide: a name in :data:`pyro_vae.guides.GUIDES`.
+    :param int flow_steps: K, for guides that take it (``iaf``).
+    :param str net: a name in :data:`pyro_vae.nets.NETS`.
+    :param image_shape: (C, H, W); needed by ``net="conv"``.
+
+    A label left out (``y=None``) of :meth:`sample` is drawn from p(y), uniform; :meth:`encode` and
+    :meth:`decode` need one (:class:`pyro_vae.ssvae.SSVAE` reads it from q(y|x) in :meth:`encode`).
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        num_classes: int = 10,
+        z_dim: int = 20,
+        hidden_dims: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        guide: str = "diag",
+        flow_steps: int = 2,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        **options,
+    ):
+        super().__init__(
+            x_dim, z_dim, hidden_dims, likelihood, guide, flow_steps, net, image_shape, cond_dim=num_classes, **options
+        )
+        self.num_classes = num_classes
+
+    @classmethod
+    def _class_options(cls, num_classes: int) -> dict:
+        return {"num_classes": num_classes}
+
+    def prior(self, y: Tensor | None = None) -> dist.TorchDistribution:
+        """p(z|y), event shape ``(z_dim,)``; N(0, I) (batch shape ``()``) unless a subclass learns one."""
+        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+
+    def likelihood(self, z: Tensor, y: Tensor) -> dist.TorchDistribution:
+        """p(x|z, y) for ``z`` ``(..., z_dim)`` and ``y`` broadcastable to ``(...)``: event ``(x_dim,)``."""
+        return self.lik.make(self.decoder(z, one_hot(y, self.num_classes)))
+
+    def posterior(self, x: Tensor, y: Tensor) -> dist.TorchDistribution:
+        """q(z|x, y) for ``x`` ``(batch, x_dim)``, ``y`` ``(batch,)`` (or enumerated, ``(classes, 1)``):
+        batch shape their broadcast, event ``(z_dim,)``."""
+        return self.encoder(x, *((one_hot(y, self.num_classes),) if self.encoder_cond else ()))
+
+    # -- what training and evaluation pass
+    def check_data(self, data, config) -> None:
+        data.require_labels(config.model.model)
+        check_labels(data.train_y, data.num_classes, n=len(data.train_images), name="training labels")
+        check_labels(data.test_y, data.num_classes, n=len(data.test_images), name="test labels")
+
+    def train_batches(self, data, config) -> Iterator[tuple]:
+        """``(x, y)`` batches of the labelled training images."""
+        return batches(data.epoch_train_x(), config.train.batch_size, data.train_y)
+
+    def data_metrics(self, data, data_dir: str | None, n_per_class: int) -> dict:
+        """Label fidelity (``n_per_class`` samples per class, read by a judge trained on all of
+        ``data``'s training labels, cached) and label sensitivity
+        (:func:`pyro_vae.evaluate.conditional_metrics`); nothing when ``n_per_class`` is 0."""
+        from .evaluate import conditional_metrics
+
+        return conditional_metrics(self, data, data_dir=data_dir, n_per_class=n_per_class) if n_per_class else {}
+
+    @property
+    def run_plots(self) -> tuple[str, ...]:
+        return ("samples", "style_transfer")
+
+    # -- helpers (labels are checked here, at the user's boundary; model and guide trust them)
+    def check_label(self, y: int) -> None:
+        if not 0 <= y < self.num_classes:
+            raise LabelError(f"must be a class in 0..{self.num_classes - 1} ({self.num_classes} classes), got {y}")
+
+    def _labels(self, y: Tensor | int | None, n: int) -> Tensor:
+        if y is None:
+            raise LabelError(f"a {type(self).__name__} needs labels y here, {n} class indices")
+        if isinstance(y, int) and not isinstance(y, bool):
+            y = torch.full((n,), y, dtype=torch.int64)
+        check_labels(y, self.num_classes, n=n)
+        return y.to(self.prior_loc.device)
 
     @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        """:returns: the means of p(x|z) for ``n`` draws z ~ p(z), ``(n, x_dim)``."""
-        return self.decode(self.prior().sample((n,)))
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:returns: the mean and marginal standard deviation of q(z|x, y), each ``(batch, z_dim)``."""
+        return moments(self.posterior(x, self._labels(y, len(x))))
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, y: Tensor | int | None = None) -> Tensor:
+        """:returns: the mean of p(x|z, y), ``(batch, x_dim)`` for ``z`` ``(batch, z_dim)``."""
+        return self.likelihood(z, self._labels(y, len(z))).mean
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | int | None = None) -> Tensor:
+        """:param y: one label for all, ``(n,)`` labels, or ``None``: y ~ p(y), uniform.
+        :returns: the means of p(x|z, y) for ``n`` draws z ~ p(z|y), ``(n, x_dim)``."""
+        if y is None:
+            y = torch.randint(self.num_classes, (n,), device=self.prior_loc.device)
+        y = self._labels(y, n)
+        z = self.prior(y).expand((n,)).sample()  # (n, z_dim)
+        return self.likelihood(z, y).mean
+
+    @torch.no_grad()
+    def transfer(self, z: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
+        """Move codes of class ``y`` to class ``y_new`` keeping their place within the prior:
+        z' = μ_{y'} + σ_{y'} · (z − μ_y) / σ_y, the prior's reparameterization with the same ε.
+
+        Under N(0, I) for every class this is z itself. With a learned prior, decoding the
+        unchanged z with another label would ask the decoder about a code far from that class's
+        prior (z carries the class too), so style transfer goes through ε instead.
+
+        :param Tensor z: ``(..., z_dim)``; ``y`` and ``y_new`` class indices broadcastable to ``(...)``.
+        :returns: ``(..., z_dim)``.
+        """
+        old, new = self.prior(y), self.prior(y_new)
+        return new.mean + new.stddev * (z - old.mean) / old.stddev

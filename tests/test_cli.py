@@ -282,7 +282,7 @@ def test_svhn_trains_end_to_end_from_the_cli(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["sample", "{run}", "--label", "3", "--out", "{tmp}/s.png"], "--label needs a conditional run"),
+        (["sample", "{run}", "--label", "3", "--out", "{tmp}/s.png"], "--label: a VAE takes no label"),
         (
             ["sample", "{cvae}", "--label", "11", "--out", "{tmp}/s.png"],
             "--label must be a class in 0..9 (10 classes), got 11",
@@ -295,7 +295,7 @@ def test_svhn_trains_end_to_end_from_the_cli(tmp_path, capsys):
         (["train", "--labels", "100", "--out", "{tmp}/r"], "labels applies to model 'ssvae' only"),
         (
             ["train", "--kl-weight", "2", "--out", "{tmp}/r"],
-            "--kl-weight applies to the conditional models (cvae, ssvae) only, got 2.0 with model 'vae'",
+            "--kl-weight applies to the models cvae, ssvae only, got kl_weight=2.0 with model 'vae'",
         ),
         (
             ["train", "--model", "cvae", "--prior", "learned", "--prior-components", "5", "--out", "{tmp}/r"],

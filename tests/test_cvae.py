@@ -28,10 +28,10 @@ B, D, Z, K = 6, 784, 3, 10
 def gaussian_cvae(*args, **kwargs) -> CVAE:
     """The CVAE with one learned Gaussian p(z|y) per class, the plain ELBO (KL weight 1) and y at the
     decoder's input, whose terms have closed forms; the defaults (a mixture prior, KL weight 2, y
-    in every decoder layer) are tested below."""
+    scaling every decoder layer (FiLM)) are tested below."""
     kwargs.setdefault("prior", "learned")
     kwargs.setdefault("kl_weight", 1.0)
-    kwargs.setdefault("cond_every_layer", False)
+    kwargs.setdefault("decoder_y", "input")
     return CVAE(*args, **kwargs)
 
 
@@ -160,7 +160,7 @@ def test_fit_refuses_bad_labels(tmp_path):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("prior", "learned", "prior applies to model 'cvae' only .* with model 'vae'; drop it or use model 'cvae'"),
+        ("prior", "learned", "prior applies to model 'cvae' only, got .* model 'vae'; drop it or use model 'cvae'"),
         ("prior", "flat", "prior must be one of learned, standard, mixture, got 'flat'"),
         ("model", "gan", "model must be one of vae, cvae, ssvae, got 'gan'"),
     ],
@@ -319,8 +319,8 @@ def test_mixture_prior_samples_scores_and_refuses_meanfield():
 
 @pytest.mark.parametrize("net, shape", [("mlp", None), ("conv", (1, 28, 28))])
 def test_design_options_shape_the_networks(net, shape):
-    """y in every decoder layer, q(z|x) without y, and a KL weight w that scales the z site by w."""
-    cvae = CVAE(D, K, Z, (12,), net=net, image_shape=shape, cond_every_layer=True, encoder_cond=False, kl_weight=2.5)
+    """y in every decoder layer and FiLM, q(z|x) without y, and a KL weight w that scales the z site by w."""
+    cvae = CVAE(D, K, Z, (12,), net=net, image_shape=shape, decoder_y="film", encoder_cond=False, kl_weight=2.5)
     x, y = torch.rand(B, D), torch.arange(B)
     model_tr, guide_tr = traces(cvae.model, cvae.guide, x, y)
     assert model_tr.nodes["z"]["scale"] == 2.5 and guide_tr.nodes["z"]["scale"] == 2.5
@@ -337,8 +337,8 @@ def test_design_options_shape_the_networks(net, shape):
 def test_new_runs_record_the_models_defaults_and_old_configs_keep_theirs(tmp_path):
     """A run records the options it was built with; a config.json written before they existed
     (None) rebuilds what such runs had: one Gaussian per class, w = 1, y at the decoder's input."""
-    from pyro_vae.config import ModelConfig
-    from pyro_vae.train import MODELS, resolve_defaults
+    from pyro_vae.models import get_model
+    from pyro_vae.train import recorded_config, resolve_defaults
 
     cfg = RunConfig()
     cfg.model.model = "cvae"
@@ -347,23 +347,28 @@ def test_new_runs_record_the_models_defaults_and_old_configs_keep_theirs(tmp_pat
         "mixture",
         30,
         2.0,
-        "every-layer",
+        "film",
     )
-    built = MODELS["cvae"].build(resolved, (1, 28, 28), 10)
-    assert built.prior_name == "mixture" and built.kl_weight == 2.0 and built.decoder.cond_every_layer
+    built = get_model("cvae").from_config(resolved, (1, 28, 28), 10)
+    assert built.prior_name == "mixture" and built.kl_weight == 2.0 and len(built.decoder.films) == 1
     cfg.model.prior = "standard"  # a chosen prior is kept, and components only go with a mixture
     assert (resolve_defaults(cfg).model.prior, resolve_defaults(cfg).model.prior_components) == ("standard", None)
-    old = MODELS["cvae"].build(ModelConfig(model="cvae"), (1, 28, 28), 10)
-    assert old.prior_name == "learned" and old.kl_weight == 1.0 and not old.decoder.cond_every_layer
+    cfg_path = tmp_path / "old" / "config.json"
+    RunConfig.from_dict({"model": {"model": "cvae"}}).save(cfg_path)  # written before the options existed
+    old = get_model("cvae").from_config(recorded_config(cfg_path).model, (1, 28, 28), 10)
+    assert old.prior_name == "learned" and old.kl_weight == 1.0 and not old.decoder.every_layer
     ssvae = resolve_defaults(RunConfig.from_dict({"model": {"model": "ssvae"}})).model
     assert (ssvae.kl_weight, ssvae.decoder_y, ssvae.prior, ssvae.prior_components) == (4.0, "input", None, None)
+    RunConfig.from_dict({"model": {"model": "ssvae"}}).save(cfg_path)
+    old_m2 = get_model("ssvae").from_config(recorded_config(cfg_path).model, (1, 28, 28), 10)
+    assert old_m2.kl_weight == 4.0 and not old_m2.decoder.every_layer
 
     run = fit(small_cvae_config(prior="standard", epochs=1), tmp_path / "run", progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
     assert (saved["prior"], saved["kl_weight"], saved["decoder_y"], saved["prior_components"]) == (
         "standard",
         2.0,
-        "every-layer",
+        "film",
         None,
     )
     assert run.vae.kl_weight == 2.0

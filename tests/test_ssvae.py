@@ -12,7 +12,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyro_vae.config import RunConfig
 from pyro_vae.cvae import CVAE
-from pyro_vae.data import labelled_subset
+from pyro_vae.data import labelled_subset, load_dataset
 from pyro_vae.elbos import IncompatibleEstimator, accepted_estimators, build_elbo, check_estimator
 from pyro_vae.evaluate import importance_log_px, log_weights
 from pyro_vae.ssvae import (
@@ -24,7 +24,7 @@ from pyro_vae.ssvae import (
     train_classifier,
     validation_split,
 )
-from pyro_vae.train import fit, resume
+from pyro_vae.train import fit, resolve_defaults, resume
 from pyro_vae.vae import VAE
 
 D, C, Z = 12, 3, 2
@@ -261,8 +261,8 @@ def test_ssvae_resume_equals_uninterrupted(tmp_path):
         ({"labels": 4001}, r"labels must be at most the number of training images \(4000\), got 4001"),
         ({"elbo": "iwae"}, "model SSVAE does not accept estimator 'iwae'; use --elbo enum"),
         ({"elbo": "trace"}, "model SSVAE does not accept estimator 'trace'; use --elbo enum"),
-        ({"model": "vae"}, "labels applies to model 'ssvae' only .* drop it or use model 'ssvae'"),
-        ({"prior": "learned"}, "prior applies to model 'cvae' only .* with model 'ssvae'"),
+        ({"model": "vae"}, "labels applies to model 'ssvae' only, got .* drop it or use model 'ssvae'"),
+        ({"prior": "learned"}, "prior applies to model 'cvae' only, got .* with model 'ssvae'"),
     ],
 )
 def test_bad_ssvae_config(tmp_path, change, message):
@@ -303,3 +303,36 @@ def test_the_recorded_estimator_is_the_one_that_ran(tmp_path):
     vae = RunConfig.from_dict({"train": {"elbo": "trace"}})
     (tmp_path / "vae.json").write_text(json.dumps(vae.to_dict()))
     assert recorded_config(tmp_path / "vae.json").train.elbo == "trace"  # a VAE's trace stays trace
+
+
+def test_class_weight_is_chosen_on_a_validation_split_and_recorded(tmp_path):
+    """--class-weight-grid: one run per value on the training images without a tenth of them, scored by
+    q(y|x) on that tenth (the test set is never read); the best value is recorded in config.json and
+    trains the run, which equals a run given that value directly. A rerun reads the finished
+    selection runs instead of training them again."""
+    data = load_dataset("mnist-5k").subset(600, 100)
+    cfg = small_ssvae_config(labels=50, epochs=1)
+    cfg.train.fidelity_samples, cfg.train.class_weight_grid = 0, (0.0, 20.0)
+    run = fit(cfg, tmp_path / "run", progress=False, data=data)
+    selection = run.metrics["class_weight_selection"]
+    assert selection["validation_size"] == 60 and set(selection["accuracy"]) == {"0", "20"}
+    chosen = max((0.0, 20.0), key=lambda w: selection["accuracy"][f"{w:g}"])
+    assert selection["chosen"] == chosen == run.config.train.class_weight
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert saved["class_weight"] == chosen and saved["class_weight_grid"] == [0.0, 20.0]
+    for w in ("0", "20"):
+        sub = json.loads(
+            (tmp_path / "run" / "class-weight-selection" / f"class-weight-{w}" / "metrics.json").read_text()
+        )
+        assert (sub["data"]["train_size"], sub["data"]["test_size"]) == (540, 60)
+        assert sub["final"]["accuracy"] == selection["accuracy"][w]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["class_weight_selection"] == selection
+    direct = small_ssvae_config(labels=50, epochs=1)
+    direct.train.fidelity_samples, direct.train.class_weight = 0, chosen
+    plain = fit(direct, tmp_path / "direct", progress=False, data=data)
+    assert plain.metrics["final"]["accuracy"] == run.metrics["final"]["accuracy"]
+    checkpoint = tmp_path / "run" / "class-weight-selection" / "class-weight-0" / "checkpoint.pt"
+    mtime = checkpoint.stat().st_mtime_ns
+    again = resolve_defaults(cfg)  # as a run restarted before its first checkpoint tunes again
+    assert SSVAE.tune(again, data, tmp_path / "run") == {"class_weight_selection": selection}
+    assert again.train.class_weight == chosen and checkpoint.stat().st_mtime_ns == mtime

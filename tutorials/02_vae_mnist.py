@@ -104,7 +104,7 @@ def knn_accuracy(train_codes, train_y, test_codes, test_y, k=5):
 # source:
 
 # %%
-for function in (VAE.prior, VAE.likelihood, VAE.model, VAE.guide, Encoder.guide, Encoder.sample):
+for function in (VAE.prior, VAE.likelihood, VAE.posterior, VAE.model, VAE.guide, Encoder.forward):
     source = textwrap.dedent(inspect.getsource(function))
     display(Markdown(f"`{function.__qualname__}` ({inspect.getsourcefile(function).split('pyro_vae/')[-1]}):\n"
                      f"```python\n{source}```"))  # fmt: skip
@@ -113,8 +113,12 @@ for function in (VAE.prior, VAE.likelihood, VAE.model, VAE.guide, Encoder.guide,
 # Read `model` and `guide` line by line:
 #
 # - **`pyro.module("decoder", self.decoder)`** registers the decoder's weights in Pyro's parameter store, so that
-#   the optimizer of `SVI` finds and updates them; `Encoder.sample` does the same for the encoder. Without it, SVI
-#   would train nothing.
+#   the optimizer of `SVI` finds and updates them; `pyro.module("encoder", ...)` in the guide does the same for the
+#   encoder. Without them, SVI would train nothing.
+# - **The network returns a distribution; the model file writes the site.** `Encoder.forward` maps x to q(z|x) (a
+#   `torch.distributions` object) and nothing more; `guide` opens the plate and draws the site `"z"` from it, so
+#   model and guide name their sites side by side in `vae.py`. (`site_infer` adds a baseline only for a guide without
+#   reparameterized samples; `_latent_scale` applies β, 1 here.)
 # - **`with pyro.plate("data", x.shape[0], dim=-1)`** declares that the images of a batch are conditionally
 #   independent: their log-densities are summed, and the rightmost batch dimension (`dim=-1`) indexes the images.
 #   Model and guide use the same plate name, so Pyro knows that the z of image i in the guide is the z of image i in
