@@ -315,7 +315,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         try:
             model.check_label(args.label)
         except ValueError as e:
-            raise ValueError(f"--label: {e} ({args.run_dir} is a {run.config.model.model} run)") from None
+            raise ValueError(f"--label {e} ({args.run_dir} is a {run.config.model.model} run)") from None
     torch.manual_seed(args.seed)
     if args.label is not None:
         plots.grid(model.sample(args.num, args.label), run.image_shape, path=args.out)

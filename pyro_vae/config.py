@@ -158,7 +158,8 @@ class ModelConfig:
     prior_components: int | None = option(None, "Gaussians per class of --prior mixture (default 30)", positive=True)
     kl_weight: float | None = option(
         None,
-        "--model cvae, ssvae: weight w of the KL term of z in the training loss (default: cvae 2, ssvae 4)",
+        "--model cvae, ssvae: weight w of the KL term of z in the training loss (default: cvae 2.5, with "
+        "--prior standard 2.75; ssvae 4)",
         positive=True,
     )
     decoder_y: str | None = option(
@@ -173,7 +174,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int | None = option(
         None,
-        "total epochs (default: the model's, vae 100, cvae 200, ssvae 100); with --resume, the new total",
+        "total epochs (default: the model's, vae 100, cvae 300, ssvae 100); with --resume, the new total",
         positive=True,
     )
     batch_size: int = option(128, "images per step", positive=True)
@@ -202,7 +203,7 @@ class TrainConfig:
         None, "time budget in seconds: stop after the epoch that reaches it (default: epochs only)", positive=True
     )
     class_weight: float = option(
-        1.0, "--model ssvae: α'; each labelled image's −log q(y|x) weighs α = α'·N/N_labelled", minimum=0
+        5.0, "--model ssvae: α'; each labelled image's −log q(y|x) weighs α = α'·N/N_labelled", minimum=0
     )
     class_weight_grid: tuple[float, ...] | None = option(
         None,

@@ -41,6 +41,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
+from pyro.infer import TraceEnum_ELBO
 from torch import Tensor, nn
 
 from .data import check_labels, labelled_subset
@@ -93,7 +94,7 @@ class SSVAE(ConditionalModel):
     Charging z more leaves the class to y; README.md's M2 tables give the accuracies.
     """
 
-    estimators = ("enum",)  # y is summed out by enumeration: TraceEnum_ELBO
+    estimators = ("enum", "tracegraph")  # y summed out (TraceEnum_ELBO), or sampled with a baseline
     default_estimator = "enum"
     semi_supervised = True  # trains on a drawn subset of the labels (config.data.labels, label_seed)
     config_options = ("kl_weight", "decoder_y")
@@ -108,6 +109,7 @@ class SSVAE(ConditionalModel):
         self.classifier = Classifier(self.image_shape, self.num_classes, self.hidden_dims, self.net_name)
         self.register_buffer("prior_logits", torch.zeros(self.num_classes))  # p(y) uniform
         self._labelled: tuple | None = None  # (key, rows) of the last labelled_rows call
+        self.enumerate_y = True  # the guide marks y for enumeration; loss_and_grads sets it per estimator
 
     def classifier_dist(self, x: Tensor) -> dist.Categorical:
         """q(y|x) for ``x`` ``(batch, x_dim)``: batch shape ``(batch,)``."""
@@ -132,7 +134,11 @@ class SSVAE(ConditionalModel):
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1):
             if y is None:
-                y = pyro.sample("y", self.classifier_dist(x), infer={"enumerate": "parallel"})  # (classes, 1)
+                # enumerated: (classes, 1); sampled (an estimator that enumerates nothing): (batch,)
+                infer = (
+                    {"enumerate": "parallel"} if self.enumerate_y else {"baseline": {"use_decaying_avg_baseline": True}}
+                )
+                y = pyro.sample("y", self.classifier_dist(x), infer=infer)
             q = self.posterior(x, y)
             with self._latent_scale():
                 pyro.sample("z", q, infer=site_infer(q))  # (..., batch, z_dim)
@@ -143,14 +149,20 @@ class SSVAE(ConditionalModel):
         """One step of J^α (module docstring): the estimator on the unlabelled batch (−U), then on
         the labelled batch scaled by ``labelled_scale`` (−L − α log q(y|x)); gradients accumulate.
 
-        :param elbo: the ``enum`` estimator (``TraceEnum_ELBO``; it enumerates y for the unlabelled batch).
+        :param elbo: the ``enum`` estimator (``TraceEnum_ELBO``; it enumerates y for the unlabelled batch),
+            or ``tracegraph``, which samples y from q(y|x) and takes its score-function gradient with a
+            decaying-average baseline (the "y sampled" row of Kingma et al.'s and Pyro's ablation).
         :param float aux_weight: α for this step instead of ``self.aux_weight`` (callers that keep α
             outside the model).
         :returns: the loss (nats).
         """
         loss = 0.0
         if len(x_u):
-            loss += elbo.loss_and_grads(self.model, self.guide, x_u)
+            self.enumerate_y = isinstance(elbo, TraceEnum_ELBO)
+            try:
+                loss += elbo.loss_and_grads(self.model, self.guide, x_u)
+            finally:
+                self.enumerate_y = True
         if len(x_l):
             kept, self.aux_weight = self.aux_weight, self.aux_weight if aux_weight is None else aux_weight
             try:

@@ -99,7 +99,7 @@ def resolve_defaults(config: RunConfig) -> RunConfig:
         config.train.elbo = cls.default_estimator
     if config.train.epochs is None:
         config.train.epochs = cls.default_epochs
-    _fill_options(config, cls.defaults)
+    _fill_options(config, cls.defaults_for(config.model))
     return config
 
 

@@ -114,8 +114,9 @@ class BaseVAE(nn.Module):
     def from_config(cls, m, image_shape: Sequence[int], num_classes: int = 10) -> BaseVAE:
         """The model a :class:`~pyro_vae.config.ModelConfig` ``m`` describes, for images of
         ``image_shape``, by keyword; an option of :attr:`config_options` left ``None`` takes the
-        class's default (:attr:`defaults`)."""
-        options = {f: getattr(m, f) for f in cls.config_options}
+        class's default (:meth:`defaults_for`)."""
+        defaults = cls.defaults_for(m)
+        options = {f: defaults.get(f) if getattr(m, f) is None else getattr(m, f) for f in cls.config_options}
         shape = tuple(image_shape)
         return cls(
             x_dim=math.prod(shape),
@@ -133,6 +134,11 @@ class BaseVAE(nn.Module):
     @classmethod
     def _class_options(cls, num_classes: int) -> dict:
         return {}
+
+    @classmethod
+    def defaults_for(cls, m) -> dict:
+        """The option values a new run with model config ``m`` records where ``m`` leaves them out."""
+        return dict(cls.defaults)
 
     # -- what training and evaluation pass to model and guide
     @classmethod
@@ -206,7 +212,7 @@ class BaseVAE(nn.Module):
 
     def check_label(self, y: int) -> None:
         """:raises LabelError: for a label this model cannot take."""
-        raise LabelError(f"a {type(self).__name__} takes no label: it draws from p(z); drop the label")
+        raise LabelError(f"needs a model with classes; a {type(self).__name__} draws from p(z) and takes no label")
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:

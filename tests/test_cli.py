@@ -282,7 +282,10 @@ def test_svhn_trains_end_to_end_from_the_cli(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["sample", "{run}", "--label", "3", "--out", "{tmp}/s.png"], "--label: a VAE takes no label"),
+        (
+            ["sample", "{run}", "--label", "3", "--out", "{tmp}/s.png"],
+            "--label needs a model with classes; a VAE draws from p(z) and takes no label",
+        ),
         (
             ["sample", "{cvae}", "--label", "11", "--out", "{tmp}/s.png"],
             "--label must be a class in 0..9 (10 classes), got 11",

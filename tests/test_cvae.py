@@ -346,13 +346,16 @@ def test_new_runs_record_the_models_defaults_and_old_configs_keep_theirs(tmp_pat
     assert (resolved.prior, resolved.prior_components, resolved.kl_weight, resolved.decoder_y) == (
         "mixture",
         30,
-        2.0,
+        2.5,
         "film",
     )
+    assert resolve_defaults(cfg).train.epochs == 300
     built = get_model("cvae").from_config(resolved, (1, 28, 28), 10)
-    assert built.prior_name == "mixture" and built.kl_weight == 2.0 and len(built.decoder.films) == 1
-    cfg.model.prior = "standard"  # a chosen prior is kept, and components only go with a mixture
-    assert (resolve_defaults(cfg).model.prior, resolve_defaults(cfg).model.prior_components) == ("standard", None)
+    assert built.prior_name == "mixture" and built.kl_weight == 2.5 and len(built.decoder.films) == 1
+    cfg.model.prior = "standard"  # a chosen prior is kept, components only go with a mixture, w is 2.75
+    standard = resolve_defaults(cfg).model
+    assert (standard.prior, standard.prior_components, standard.kl_weight) == ("standard", None, 2.75)
+    assert get_model("cvae").from_config(cfg.model, (1, 28, 28), 10).kl_weight == 2.75
     cfg_path = tmp_path / "old" / "config.json"
     RunConfig.from_dict({"model": {"model": "cvae"}}).save(cfg_path)  # written before the options existed
     old = get_model("cvae").from_config(recorded_config(cfg_path).model, (1, 28, 28), 10)
@@ -367,8 +370,8 @@ def test_new_runs_record_the_models_defaults_and_old_configs_keep_theirs(tmp_pat
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
     assert (saved["prior"], saved["kl_weight"], saved["decoder_y"], saved["prior_components"]) == (
         "standard",
-        2.0,
+        2.75,
         "film",
         None,
     )
-    assert run.vae.kl_weight == 2.0
+    assert run.vae.kl_weight == 2.75

@@ -52,7 +52,7 @@ def test_conditional_models_draw_the_label_from_p_y_when_none_is_given(name):
 
 
 def test_a_vae_takes_no_label_and_a_conditional_model_checks_it():
-    with pytest.raises(LabelError, match="a VAE takes no label"):
+    with pytest.raises(LabelError, match=r"a VAE draws from p\(z\) and takes no label"):
         built("vae").sample(2, 3)
     with pytest.raises(LabelError, match=r"must be a class in 0..9 \(10 classes\), got 10"):
         built("cvae").check_label(10)
@@ -155,6 +155,6 @@ def test_guides_write_the_latent_site_in_the_model_file():
     cvae = built("cvae")
     x, y = torch.rand(B, D), torch.arange(B) % K
     tr = poutine.trace(cvae.guide).get_trace(x, y)
-    assert tr.nodes["z"]["scale"] == 2.0 and [f.name for f in tr.nodes["z"]["cond_indep_stack"]] == ["data"]
+    assert tr.nodes["z"]["scale"] == 2.5 and [f.name for f in tr.nodes["z"]["cond_indep_stack"]] == ["data"]
     assert list(poutine.trace(cvae.encoder).get_trace(x, torch.zeros(B, K)).nodes) == ["_INPUT", "_RETURN"]
     pyro.clear_param_store()

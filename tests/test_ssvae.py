@@ -3,11 +3,13 @@ labelled subset, the baseline classifier, and a semi-supervised run on MNIST-5k.
 
 import json
 import math
+import warnings
 
 import pyro
 import pytest
 import torch
 from conftest import DeltaHead
+from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyro_vae.config import RunConfig
@@ -130,10 +132,12 @@ def test_m2_objective_equals_the_explicit_sum_with_the_classification_term(tiny)
 
 
 def test_models_declare_their_estimators():
-    assert accepted_estimators(SSVAE) == ("enum",) and SSVAE.default_estimator == "enum"
+    assert accepted_estimators(SSVAE) == ("enum", "tracegraph") and SSVAE.default_estimator == "enum"
     assert "enum" not in accepted_estimators(VAE) and "trace" in accepted_estimators(CVAE)
     check_estimator(SSVAE(D, C, Z, (8,)), "enum")
-    with pytest.raises(IncompatibleEstimator, match="^model SSVAE does not accept estimator 'trace'; use --elbo enum$"):
+    with pytest.raises(
+        IncompatibleEstimator, match="^model SSVAE does not accept estimator 'trace'; use --elbo enum or tracegraph$"
+    ):
         check_estimator(SSVAE, "trace")
     with pytest.raises(IncompatibleEstimator, match="model VAE does not accept estimator 'enum'; use --elbo trace or"):
         check_estimator(VAE(D, 2, (8,)), "enum")
@@ -336,3 +340,25 @@ def test_class_weight_is_chosen_on_a_validation_split_and_recorded(tmp_path):
     again = resolve_defaults(cfg)  # as a run restarted before its first checkpoint tunes again
     assert SSVAE.tune(again, data, tmp_path / "run") == {"class_weight_selection": selection}
     assert again.train.class_weight == chosen and checkpoint.stat().st_mtime_ns == mtime
+
+
+def test_y_sampled_instead_of_enumerated_with_tracegraph(tiny):
+    """The "y sampled" ablation: under ``tracegraph`` the guide draws one y per unlabelled image from
+    q(y|x) (with a baseline, no enumeration) and the loss is a one-sample estimate of −U(x), whose
+    mean over many draws is the enumerated loss; the guide marks y for enumeration again afterwards."""
+    model = tiny
+    x_u = torch.rand(3, D)
+    enumerated = TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, model.guide, x_u)
+    elbo = build_elbo("tracegraph")
+    model.enumerate_y = False
+    trace = poutine.trace(model.guide).get_trace(x_u)
+    assert trace.nodes["y"]["value"].shape == (3,) and "enumerate" not in trace.nodes["y"]["infer"]
+    model.enumerate_y = True
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "you need to use TraceEnum_ELBO" warning
+        losses = torch.tensor(
+            [model.loss_and_grads(elbo, x_u, x_u[:0], torch.zeros(0, dtype=torch.long), 1.0) for _ in range(400)]
+        )
+    assert model.enumerate_y
+    assert abs(losses.mean() - enumerated) < 4 * losses.std() / math.sqrt(len(losses))

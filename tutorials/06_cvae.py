@@ -21,18 +21,18 @@
 #
 # E_q(z|x,y)[log p(x|z, y)] − KL(q(z|x, y) ‖ p(z|y)),
 #
-# the ELBO of log p(x|y). The decoder sees [z, one-hot y], the encoder sees x and y, and the prior over z can depend on
+# the ELBO of log p(x|y). The decoder sees z and y, the encoder sees x and y, and the prior over z can depend on
 # the class too. `pyro_vae.CVAE` offers three choices:
 #
+# - `prior="mixture"` (the default): a learned mixture of Gaussians per class;
 # - `prior="learned"`: p(z|y) = N(μ_y, diag σ_y²), one mean and one scale per class, trained with the rest;
-# - `prior="standard"`: p(z|y) = N(0, I) for every class, as in most CVAE code;
-# - `prior="mixture"`: a learned mixture of Gaussians per class (not trained here).
+# - `prior="standard"`: p(z|y) = N(0, I) for every class, as in most CVAE code.
 #
 # Because the label is given, z no longer has to encode the class: it is left with what varies *within* a class, the
 # "style" (slant, stroke width, shape), which we can transfer from one class to another. And since the model assigns a
 # likelihood p(x|y) to an image under each label, it is also a classifier: argmax_y p(x|y) p(y).
 #
-# We train both priors on the same data with the same budget and seed, and compare them. A conditional model must
+# We train the three priors on the same data with the same budget and seed, and compare them. A conditional model must
 # obey its label: a sample asked for a "3" should show a 3. We do not take that on trust: a small CNN, the *judge*,
 # trained on the training digits with all their labels, reads every sample, and the *label fidelity* is the share of
 # the samples asked for class k that it reads as k.
@@ -66,7 +66,7 @@ from pyro_vae.judge import load_or_train_judge
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: tiny sizes, the same code path
 DATASET = "mnist-5k"  # "svhn" downloads SVHN (needs internet): colour 32×32 digits, conv nets, Gaussian pixels
-EPOCHS = 1 if SMOKE else 50  # per run: half the CLI default of 100; raise it for better models
+EPOCHS = 1 if SMOKE else 100  # per run: half the CLI default of 200 for --model cvae; raise it for better models
 EVAL_K = 10 if SMOKE else 100  # importance samples per test image for log p(x|y); K/10 per class to classify
 SUBSET = (500, 200) if SMOKE else None  # (train, test) images kept in smoke mode
 RUNS = Path(tempfile.mkdtemp(prefix="06_cvae-"))  # fit writes a run folder per prior; a fresh one per execution
@@ -145,7 +145,7 @@ seconds = time.perf_counter() - start
 print(f"judge: test accuracy {judge.accuracy:.3f} on {len(data.test_y):,} test digits, trained in {seconds:.0f} s")
 
 # %% [markdown]
-# ## Training both priors
+# ## Training the priors
 #
 # The configuration differs from notebook 02 in one field, `config.model.model = "cvae"`, and in the prior. On SVHN the
 # networks are convolutional (`net = "conv"`) and the pixels Gaussian with a learned scale per pixel, since a Bernoulli
@@ -155,11 +155,13 @@ print(f"judge: test accuracy {judge.accuracy:.3f} on {len(data.test_y):,} test d
 # Two more options decide whether the samples obey y, and a fourth run shows what they do. The encoder sees x, where
 # the class is visible, so nothing stops z from carrying the class too; the decoder then reads it from z as much as
 # from y, and a z drawn from p(z|y) where no code of class y lies decodes to another digit. So by default the decoder
-# reads y in every layer, not only at its input (`decoder_y = "every-layer"`), and the KL term weighs w = 2 in the
-# training loss (`kl_weight`), which charges z for what it repeats of the class. The run labelled "w = 1, y at input"
-# trains the learned prior without both. The first run leaves the prior at its default, a learned mixture of
-# Gaussians per class (its number of components is printed below), which covers the clusters that the codes of one
-# class form; the sections after the table look at the learned and the standard prior.
+# reads y in every layer and y also scales and shifts every hidden unit, h ⊙ (1 + γ_y) + β_y (`decoder_y = "film"`,
+# FiLM): each class then drives its own hidden units from z, where a y concatenated to the layers' inputs could only
+# shift them. And the KL term weighs w = 2.5 in the training loss (`kl_weight`), which charges z for what it repeats
+# of the class. The run labelled "w = 1, y at input" trains the learned prior without both. The first run leaves the
+# prior at its default, a learned mixture of Gaussians per class (its number of components is printed below), which
+# covers the clusters that the codes of one class form; the sections after the table look at the learned and the
+# standard prior.
 
 
 # %%
@@ -181,7 +183,7 @@ settings = {
     "mixture (default)": config_for(None),
     "learned": config_for("learned"),
     "standard": config_for("standard"),
-    "w = 1, y at input": config_for("learned", kl_weight=1.0, decoder_y="input"),
+    "w = 1, y at input": config_for("learned", kl_weight=1.0, decoder_y="input"),  # the earlier design
 }
 runs = {}
 for name, config in settings.items():
@@ -255,8 +257,8 @@ display(
         f"Label fidelity: {f_learned['label_fidelity']:.3f} with the learned prior and "
         f"{f_standard['label_fidelity']:.3f} with the standard one, against the judge's own accuracy "
         f"{judge.accuracy:.3f}; lowest class {min(f_learned['label_fidelity_per_class']):.2f} (learned) and "
-        f"{min(f_standard['label_fidelity_per_class']):.2f} (standard). Without y in every layer and with w = 1 the "
-        f"learned prior's fidelity is {f_before['label_fidelity']:.3f} and its label sensitivity "
+        f"{min(f_standard['label_fidelity_per_class']):.2f} (standard). Without FiLM, with y at the input only "
+        f"and w = 1, the learned prior's fidelity is {f_before['label_fidelity']:.3f} and its label sensitivity "
         f"{f_before['label_sensitivity']:.3f}, against {f_learned['label_sensitivity']:.3f}: the decoder listens "
         f"{'more' if f_learned['label_sensitivity'] > f_before['label_sensitivity'] else 'less'} to y with both "
         f"options, and its log p(x|y) is {f_learned['is_log_px'] - f_before['is_log_px']:+.2f} nats apart "
