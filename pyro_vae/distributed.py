@@ -185,7 +185,7 @@ class _SharedStream:
 def epoch_batches(make: Callable[[], Iterator[tuple]], seed: int, epoch: int) -> Iterator[tuple]:
     """This rank's shards of one epoch's global batches.
 
-    The global batches come from ``make()`` (e.g. ``spec.batches(run)``: the shuffle, and the
+    The global batches come from ``make()`` (e.g. ``model.train_batches(data, config)``: the shuffle, and the
     binarization of ``--pixels dynamic``) drawn from the stream ``(seed, epoch, "order")`` that
     every rank shares, so all ranks shard the same batches. The rank's own noise (the estimator's
     samples) is reseeded from ``(seed, epoch, rank)`` first.
@@ -236,7 +236,7 @@ class ELBOLoss(nn.Module):
     This is Pyro's route to data parallelism (``Trace_ELBO()(model, guide)`` is a module whose
     ``forward`` is the estimator's ``differentiable_loss``; ``examples/svi_lightning.py``), for
     every estimator of :data:`pyro_vae.elbos.ELBOS` and every model of
-    :data:`pyro_vae.train.MODELS`. Not every estimator has a ``differentiable_loss`` (Pyro's
+    :data:`pyro_vae.models.MODELS`. Not every estimator has a ``differentiable_loss`` (Pyro's
     ``TraceGraph_ELBO`` and ``RenyiELBO`` do not, nor does DReG, whose guide gradient comes from
     hooks on the latent values), and M2's step sums two estimator calls. So ``forward`` runs the
     model's own step (``model.loss_and_grads(elbo, *args)``, the single-process code path) with
@@ -244,7 +244,7 @@ class ELBOLoss(nn.Module):
     returned, summed, for ``DistributedDataParallel``'s backward pass. Their gradient is the
     estimator's gradient, hooks included, and there is still one backward pass per step.
 
-    :param model: a model of :data:`pyro_vae.train.MODELS` (its parameters are this module's).
+    :param model: a model of :data:`pyro_vae.models.MODELS` (its parameters are this module's).
     :param elbo: the estimator (``pyro.infer.ELBO``).
     :param float scale: multiplies the surrogate: the world size, so that the ranks' averaged
         gradients are those of the loss summed over the global batch.

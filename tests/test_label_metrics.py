@@ -190,6 +190,6 @@ def test_judge_net_shapes(shape):
 
 def test_judge_steps_are_48_epochs_within_bounds():
     assert judge_steps(4000) == 1500  # ⌈48 · 4000 / 128⌉ = 1500
-    assert judge_steps(60000) == 1500  # capped
+    assert judge_steps(60000) == 8000  # capped
     assert judge_steps(1000) == 375  # 48 · 1000 / 128
     assert judge_steps(100) == 200  # at least 200
