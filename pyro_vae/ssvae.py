@@ -193,9 +193,16 @@ class SSVAE(ConditionalModel):
         import shutil
         from pathlib import Path
 
-        from .config import RunConfig
+        from . import distributed
+        from .config import ConfigError, RunConfig
         from .runfolder import run_state
         from .train import fit
+
+        if distributed.current() is not None:
+            raise ConfigError(
+                "class_weight_grid",
+                "chooses α' in one process; run the selection without torchrun, then launch with its --class-weight",
+            )
 
         n = len(data.train_images)
         _, rows = validation_split(n, max(1, n // 10))

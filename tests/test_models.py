@@ -158,3 +158,23 @@ def test_guides_write_the_latent_site_in_the_model_file():
     assert tr.nodes["z"]["scale"] == 2.5 and [f.name for f in tr.nodes["z"]["cond_indep_stack"]] == ["data"]
     assert list(poutine.trace(cvae.encoder).get_trace(x, torch.zeros(B, K)).nodes) == ["_INPUT", "_RETURN"]
     pyro.clear_param_store()
+
+
+def test_callers_never_ask_which_model_they_hold():
+    """Outside the model files (vae.py, cvae.py, ssvae.py, models.py) no module branches on a
+    ``conditional`` flag or compares a model name: what differs is asked of the model class."""
+    import re
+    from pathlib import Path
+
+    import pyro_vae
+
+    package = Path(pyro_vae.__file__).parent
+    asking = re.compile(r"\.conditional\b|[=!]=\s*[\"'](?:vae|cvae|ssvae)[\"']|in \([^)]*[\"'](?:cvae|ssvae)[\"']")
+    offenders = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(package.glob("*.py"))
+        if path.name not in ("vae.py", "cvae.py", "ssvae.py", "models.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if asking.search(line)
+    ]
+    assert not offenders, offenders
