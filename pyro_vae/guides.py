@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
@@ -194,10 +195,21 @@ class Encoder(nn.Module):
         return self.head(self.body(*inputs))
 
 
-def site_infer(q: dist.TorchDistribution) -> dict:
-    """The ``infer`` dict of a latent site drawn from ``q``: a decaying-average baseline for a head
-    without ``rsample`` (which ``TraceGraph_ELBO`` uses), nothing otherwise."""
-    return {} if q.has_rsample else {"baseline": {"use_decaying_avg_baseline": True}}
+def site_infer(q: dist.TorchDistribution, name: str = "z") -> dict:
+    """The ``infer`` dict of the latent site ``name`` drawn from ``q``: a decaying-average baseline
+    for a distribution without ``rsample`` (which ``TraceGraph_ELBO`` uses), nothing otherwise.
+
+    Pyro keeps that average per datapoint, shaped like the first batch it saw; an epoch's last batch
+    is usually smaller, so an average of another batch size is dropped here and starts again at 0
+    (the datapoints of two shuffled batches have nothing in common to average anyway)."""
+    if q.has_rsample:
+        return {}
+    store = pyro.get_param_store()
+    key = f"__baseline_avg_downstream_cost_{name}"
+    batch = q.batch_shape[-1:] if q.batch_shape else torch.Size()
+    if key in store and store[key].shape[-len(batch) :] != batch:
+        del store[key]
+    return {"baseline": {"use_decaying_avg_baseline": True}}
 
 
 @torch.no_grad()

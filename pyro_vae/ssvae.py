@@ -135,10 +135,8 @@ class SSVAE(ConditionalModel):
         with pyro.plate("data", x.shape[0], dim=-1):
             if y is None:
                 # enumerated: (classes, 1); sampled (an estimator that enumerates nothing): (batch,)
-                infer = (
-                    {"enumerate": "parallel"} if self.enumerate_y else {"baseline": {"use_decaying_avg_baseline": True}}
-                )
-                y = pyro.sample("y", self.classifier_dist(x), infer=infer)
+                q_y = self.classifier_dist(x)
+                y = pyro.sample("y", q_y, infer={"enumerate": "parallel"} if self.enumerate_y else site_infer(q_y, "y"))
             q = self.posterior(x, y)
             with self._latent_scale():
                 pyro.sample("z", q, infer=site_infer(q))  # (..., batch, z_dim)

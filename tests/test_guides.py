@@ -1,5 +1,7 @@
 """The guide registry: every head gives a distribution of the right shapes, in every model."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -121,3 +123,16 @@ def test_kl_of_full_covariance_against_diagonal_matches_mvn_form():
     p = dist.Normal(torch.randn(Z), torch.rand(Z) + 0.5).to_event(1)
     as_mvn = MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag(p.base_dist.scale))
     torch.testing.assert_close(kl_divergence(q, p), kl_divergence(q, as_mvn))
+
+
+def test_a_score_function_guide_trains_on_a_smaller_last_batch(tmp_path):
+    """TraceGraph_ELBO's decaying-average baseline is kept per datapoint, shaped like the first batch;
+    300 images in batches of 128 end each epoch with 44, and the next epoch starts with 128 again. The
+    baseline of another batch size starts again from 0 instead of failing on the shapes."""
+    from pyro_vae import RunConfig, fit, load_dataset
+
+    cfg = RunConfig()
+    cfg.model.guide, cfg.model.z_dim, cfg.model.hidden_dims = "diag-score", 4, (32,)
+    cfg.train.elbo, cfg.train.epochs, cfg.train.eval_num_samples, cfg.train.device = "tracegraph", 2, 2, "cpu"
+    run = fit(cfg, tmp_path / "run", progress=False, data=load_dataset("mnist-5k").subset(300, 50))
+    assert [r["steps"] for r in run.metrics["epochs"]] == [3, 3] and math.isfinite(run.metrics["final"]["elbo"])
