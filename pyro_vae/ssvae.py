@@ -233,9 +233,11 @@ class SSVAE(ConditionalModel):
             self._labelled = key, rows.to(data.train_images.device)
         return self._labelled[1]
 
-    def check_data(self, data, config) -> None:
+    @classmethod
+    def check_data(cls, data, config) -> None:
         super().check_data(data, config)
-        self.labelled_rows(data, config)  # checks --labels against the classes and the training set
+        n = config.data.labels if config.data.labels is not None else len(data.train_y)
+        labelled_subset(data.train_y, n, data.num_classes, config.data.label_seed)  # --labels fits the data
 
     def train_batches(self, data, config) -> Iterator[tuple]:
         """:func:`semi_supervised_batches`: ``(x_u, x_l, y_l, labelled scale, α)`` per step."""

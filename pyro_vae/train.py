@@ -248,7 +248,9 @@ def _build_and_train(config: RunConfig, out_dir: Path, progress: bool, data: Ima
         raise DataError(
             f"the {empty} set of {data.name} holds no images; give at least one training and one test image"
         )
-    tuned = get_model(config.model.model).tune(config, data, out_dir, progress)  # may set options in config
+    cls = get_model(config.model.model)
+    cls.check_data(data, config)  # labels where the model needs them, --labels against the training set
+    tuned = cls.tune(config, data, out_dir, progress)  # may set options in config
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     vae = build_model(config, data.image_shape, data.num_classes).to(device)
@@ -256,7 +258,6 @@ def _build_and_train(config: RunConfig, out_dir: Path, progress: bool, data: Ima
         compile_networks(vae)
     data.check(unit_interval=vae.lik.unit_interval)
     run = Run(out_dir, config, vae, data, {"data": data.describe(), **tuned, "epochs": []}, data.image_shape)
-    vae.check_data(data, config)  # labels where the model needs them, --labels against the training set
     make_elbo(config.train)  # checks the estimator's name and options
     args = vae.evaluation_args(data.train_images[:2], None if data.train_y is None else data.train_y[:2])
     check_pair(config.train.elbo, config.model.guide, vae.model, vae.guide, *args, jit=config.train.jit)

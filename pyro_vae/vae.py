@@ -147,8 +147,10 @@ class BaseVAE(nn.Module):
         :returns: what the run records in ``metrics.json``. Nothing to choose here."""
         return {}
 
-    def check_data(self, data, config) -> None:
-        """Fail up front, in one line, when ``data`` cannot train this model (e.g. no labels)."""
+    @classmethod
+    def check_data(cls, data, config) -> None:
+        """Fail up front, in one line, when ``data`` cannot train this model (e.g. no labels); called
+        before the model is built."""
 
     def train_batches(self, data, config) -> Iterator[tuple]:
         """One epoch of the argument tuples of :meth:`loss_and_grads`: ``(x,)`` batches here."""
@@ -364,7 +366,8 @@ class ConditionalModel(BaseVAE):
         return self.encoder(x, *((one_hot(y, self.num_classes),) if self.encoder_cond else ()))
 
     # -- what training and evaluation pass
-    def check_data(self, data, config) -> None:
+    @classmethod
+    def check_data(cls, data, config) -> None:
         data.require_labels(config.model.model)
         check_labels(data.train_y, data.num_classes, n=len(data.train_images), name="training labels")
         check_labels(data.test_y, data.num_classes, n=len(data.test_images), name="test labels")
