@@ -124,6 +124,7 @@ class MLPDecoder(nn.Module):
         check_decoder_y(decoder_y)
         sizes = [z_dim, *reversed(hidden_dims), x_dim * out_per_pixel]
         self.every_layer = decoder_y != "input" and cond_dim > 0
+        self.films = None  # one FiLM per hidden layer with decoder_y="film"
         if self.every_layer:
             self.layers = nn.ModuleList(nn.Linear(a + cond_dim, b) for a, b in zip(sizes[:-1], sizes[1:]))
             if decoder_y == "film":
@@ -134,8 +135,7 @@ class MLPDecoder(nn.Module):
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         if not self.every_layer:
             return self.net(with_condition(z, c))  # (..., x_dim * out_per_pixel)
-        h = z
-        films = getattr(self, "films", None)
+        h, films = z, self.films
         for i, layer in enumerate(self.layers):
             h = layer(with_condition(h, c))  # (..., next width)
             if i < len(self.layers) - 1:
@@ -208,6 +208,7 @@ class ConvDecoder(nn.Module):
         self.grid = (64, H // 4, W // 4)
         self.every_layer = decoder_y != "input" and cond_dim > 0
         extra = cond_dim if self.every_layer else 0
+        self.films = None  # FiLMs of the hidden linear layer and the 64- and 32-channel maps with decoder_y="film"
         if self.every_layer and decoder_y == "film":
             self.films = nn.ModuleList([FiLM(cond_dim, hidden_dim), FiLM(cond_dim, 64), FiLM(cond_dim, 32)])
         self.fc = nn.Sequential(
@@ -228,7 +229,7 @@ class ConvDecoder(nn.Module):
         if not self.every_layer:
             h = self.fc(zc).reshape(-1, *self.grid)  # (n, 64, H/4, W/4)
             return self.deconv(h).reshape(*lead, -1)  # (..., out_per_pixel · D)
-        films = getattr(self, "films", None)
+        films = self.films
         c = c.expand(*lead, c.shape[-1])
         h = self.fc[0](zc)  # (..., hidden_dim)
         h = self.fc[1](h if films is None else films[0](h, c))

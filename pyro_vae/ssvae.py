@@ -108,7 +108,6 @@ class SSVAE(ConditionalModel):
         self.aux_weight = float(aux_weight)
         self.classifier = Classifier(self.image_shape, self.num_classes, self.hidden_dims, self.net_name)
         self.register_buffer("prior_logits", torch.zeros(self.num_classes))  # p(y) uniform
-        self._labelled: tuple | None = None  # (key, rows) of the last labelled_rows call
         self.enumerate_y = True  # the guide marks y for enumeration; loss_and_grads sets it per estimator
 
     def classifier_dist(self, x: Tensor) -> dist.Categorical:
@@ -221,23 +220,20 @@ class SSVAE(ConditionalModel):
         config.train.class_weight = best
         return {"class_weight_selection": {"validation_size": len(rows), "accuracy": scores, "chosen": best}}
 
-    def labelled_rows(self, data, config) -> Tensor:
+    @staticmethod
+    def labelled_rows(data, config) -> Tensor:
         """The training images whose labels a run keeps: ``config.data.labels`` of them (all when
         ``None``), balanced per class, drawn with ``config.data.label_seed``; ``(N_l,)`` int64.
 
         :raises ValueError: when the labels asked for do not fit the classes or the training set."""
         n = config.data.labels if config.data.labels is not None else len(data.train_y)
-        key = (len(data.train_y), n, config.data.label_seed)
-        if self._labelled is None or self._labelled[0] != key:
-            rows = labelled_subset(data.train_y, n, data.num_classes, config.data.label_seed)
-            self._labelled = key, rows.to(data.train_images.device)
-        return self._labelled[1]
+        rows = labelled_subset(data.train_y, n, data.num_classes, config.data.label_seed)  # seeded: the same each call
+        return rows.to(data.train_images.device)
 
     @classmethod
     def check_data(cls, data, config) -> None:
         super().check_data(data, config)
-        n = config.data.labels if config.data.labels is not None else len(data.train_y)
-        labelled_subset(data.train_y, n, data.num_classes, config.data.label_seed)  # --labels fits the data
+        cls.labelled_rows(data, config)  # --labels fits the classes and the training set
 
     def train_batches(self, data, config) -> Iterator[tuple]:
         """:func:`semi_supervised_batches`: ``(x_u, x_l, y_l, labelled scale, α)`` per step."""
