@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -32,11 +33,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_option(p: argparse.ArgumentParser, opt: Option, help_default: str | None = None) -> None:
     """One config field as a flag; left out, it is None (the dataclass default applies)."""
-    default = opt.default
+    default, text = opt.default, opt.meta["help"]
     if help_default is None:
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         help_default = "" if default is None or default is False else f" (default {shown})"
-    kw: dict = {"help": opt.meta["help"] + help_default, "dest": opt.name}
+    else:
+        text = re.sub(r" \(default: [^)]*\)", "", text)  # the given default replaces the one the help names
+    kw: dict = {"help": text + help_default, "dest": opt.name}
     if opt.meta.get("metavar") is not None:
         kw["metavar"] = opt.meta["metavar"]
     if opt.type is bool:
@@ -132,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser(
         "draws",
         help="repeat a semi-supervised run over several draws of its labels",
-        description="Train --model ssvae once per label seed into OUT/label-seed-S and report the mean and 95%% "
+        description="Train --model ssvae once per label seed into OUT/label-seed-S and report the mean and 95% "
         "interval of M2's and the baseline's accuracy over the draws (draws.md, draws.json). Finished draws are "
         "kept on a rerun, interrupted ones resumed.",
     )

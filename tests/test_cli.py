@@ -186,6 +186,27 @@ def test_every_subcommand_has_help(capsys):
         assert code == 0 and "--device" in out
 
 
+def test_evaluate_data_flags_name_one_default_the_runs(capsys):
+    """evaluate reads the run's data settings: each data flag says so once, instead of the train default."""
+    from pyro_vae.cli import build_parser
+    from pyro_vae.config import DataConfig, options_of
+
+    ev = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    helps = {a.dest: a.help for a in ev._actions}
+    for opt in options_of(DataConfig):
+        if opt.name in helps:
+            assert helps[opt.name].count("(default") == 1 and helps[opt.name].endswith("(default: the run's)"), opt.name
+    assert "as read" not in helps["image_size"] and "as read" in opt_help("image_size")
+    _, out, _ = cli(capsys, "draws", "--help")
+    assert "95% interval" in out and "%%" not in out
+
+
+def opt_help(name: str) -> str:
+    from pyro_vae.config import DataConfig, options_of
+
+    return next(o for o in options_of(DataConfig) if o.name == name).meta["help"]
+
+
 def test_train_flags_are_the_config_fields(capsys):
     """Every field of the three config sections is a train flag, with its help and default."""
     from pyro_vae.config import DataConfig, ModelConfig, TrainConfig, options_of

@@ -10,7 +10,16 @@ from torch import nn
 from pyro_vae.cvae import CVAE
 from pyro_vae.data import ImageData
 from pyro_vae.evaluate import conditional_metrics, label_fidelity, label_sensitivity
-from pyro_vae.judge import Judge, JudgeNet, judge_key, judge_steps, load_or_train_judge, train_judge
+from pyro_vae.judge import (
+    Judge,
+    JudgeNet,
+    class_mean_accuracy,
+    class_means,
+    judge_key,
+    judge_steps,
+    load_or_train_judge,
+    train_judge,
+)
 
 K, SIDE, Z = 10, 8, 2
 D = SIDE * SIDE
@@ -126,6 +135,42 @@ def test_judge_learns_a_separable_problem_and_reports_its_accuracy():
     )
     assert j.accuracy > 0.95  # ten well-separated templates with pixel noise 0.1 (random patterns: no shifts)
     assert j.predict(data.test_x).shape == (200,)
+
+
+def test_class_means_average_the_asked_number_of_images_of_one_class():
+    # image i is the i-th basis vector, so a mean shows which images it averaged, and with what weight
+    n = 30
+    x, y = torch.eye(n), torch.arange(n) % 3
+    labels, sizes = torch.tensor([0, 1, 2, 2, 1]), torch.tensor([1, 2, 4, 8, 32])
+    means = class_means(x, y, labels, sizes, torch.Generator().manual_seed(0))
+    assert means.shape == (5, n)
+    for row, k, m in zip(means, labels, sizes):
+        assert torch.allclose(row.sum(), torch.tensor(1.0))  # weights 1/m over m draws
+        assert torch.equal(y[row > 0], torch.full_like(y[row > 0], k))  # only images of class k
+        assert torch.allclose(row * m, (row * m).round(), atol=1e-5)  # each image counted a whole number of times
+
+
+def test_class_means_change_the_judge_and_their_share_is_checked():
+    data = data_of(templates())
+    args = (data.train_x, data.train_y, data.test_x, data.test_y, data.image_shape)
+    a, b = (train_judge(*args, steps=5, batch_size=16, mean_share=s) for s in (0.0, 0.5))
+    assert not all(torch.equal(p, q) for p, q in zip(a.net.state_dict().values(), b.net.state_dict().values()))
+    with pytest.raises(ValueError, match="mean_share must be between 0 and 1, got 1.5"):
+        train_judge(*args, steps=1, mean_share=1.5)
+
+
+def test_class_mean_accuracy_per_class():
+    t = templates()
+    data = data_of(t, noise=0.05)
+    exact = Judge(NearestTemplate(t), 1.0)
+    assert torch.equal(class_mean_accuracy(exact, data.test_x, data.test_y, 8, per_class=50), torch.ones(K))
+
+    class Always0(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), K).float()
+
+    acc = class_mean_accuracy(Judge(Always0()), data.test_x, data.test_y, 4, per_class=50)
+    assert torch.equal(acc, torch.eye(K)[0])
 
 
 def test_judge_is_cached_per_dataset_and_folder(tmp_path, monkeypatch):
