@@ -272,8 +272,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         run.vae.check_data(data, run.config)
         pyro.set_rng_seed(args.seed)
         result = final_metrics(run.vae, data.test_x, args.num_samples, data.test_y)
-        # a run trained with --fidelity-samples 0 is still judged here, with the default 200 per class
-        result.update(run.vae.data_metrics(data, data_dir, run.config.train.fidelity_samples or 200))
+        # a run trained with --fidelity-samples 0 is still judged here, with the default samples per class
+        fidelity_samples = run.config.train.fidelity_samples or TrainConfig().fidelity_samples
+        result.update(run.vae.data_metrics(data, data_dir, fidelity_samples))
         result.update(dataset=name, data_dir=data_dir, pixels=pixels, test_size=len(data.test_x))
         cond = result["evidence"].removeprefix("log p(x").removesuffix(")")  # "|y" or ""
         print(f"{name} test set ({len(data.test_x)} images, {pixels} pixels), nats per image ± standard error:")

@@ -93,24 +93,31 @@ def _shift(x: Tensor, image_shape: Sequence[int], g: torch.Generator, max_shift:
     return imgs[:, :, dy : dy + h, dx : dx + w].reshape(len(x), -1)
 
 
-def class_means(x: Tensor, y: Tensor, labels: Tensor, sizes: Tensor, g: torch.Generator) -> Tensor:
+def class_rows(y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The rows of each class, for :func:`class_means`: ``(order, starts, counts)`` on the CPU, where
+    ``order[starts[k] : starts[k] + counts[k]]`` are the rows of ``y`` (``(N,)`` int64) labelled k."""
+    y = y.cpu()
+    counts = torch.bincount(y)
+    return y.argsort(), counts.cumsum(0) - counts, counts
+
+
+def class_means(x: Tensor, rows: tuple[Tensor, Tensor, Tensor], labels: Tensor, sizes: Tensor, g) -> Tensor:
     """One average of same-class images per entry of ``labels``.
 
-    :param Tensor x: ``(N, D)`` flat images; ``y`` ``(N,)`` their int64 labels.
-    :param Tensor labels: ``(B,)`` the class of each mean (each must occur in ``y``).
+    :param Tensor x: ``(N, D)`` flat images.
+    :param rows: :func:`class_rows` of their labels.
+    :param Tensor labels: ``(B,)`` the class of each mean (each must occur among the labels).
     :param Tensor sizes: ``(B,)`` how many images (drawn with replacement) each mean averages.
-    :param g: the CPU generator of the draws.
+    :param torch.Generator g: the CPU generator of the draws.
     :returns: ``(B, D)`` the means.
     """
-    order = y.argsort().cpu()  # image rows grouped by class
-    counts = torch.bincount(y.cpu(), minlength=int(labels.max()) + 1)
-    starts = counts.cumsum(0) - counts
+    order, starts, counts = rows
     labels, sizes = labels.cpu(), sizes.cpu()
     m = int(sizes.max())
     u = torch.rand(len(labels), m, generator=g)  # (B, m)
-    rows = order[starts[labels, None] + (u * counts[labels, None]).long()]  # (B, m) rows of each class
+    picked = order[starts[labels, None] + (u * counts[labels, None]).long()]  # (B, m) rows of each class
     weights = (torch.arange(m) < sizes[:, None]).to(x.dtype) / sizes[:, None]  # (B, m): 1/size on the first size
-    return torch.einsum("bm,bmd->bd", weights.to(x.device), x[rows.to(x.device)])
+    return torch.einsum("bm,bmd->bd", weights.to(x.device), x[picked.to(x.device)])
 
 
 def class_mean_accuracy(judge: Judge, x: Tensor, y: Tensor, size: int, per_class: int = 400, seed: int = 0) -> Tensor:
@@ -122,7 +129,7 @@ def class_mean_accuracy(judge: Judge, x: Tensor, y: Tensor, size: int, per_class
     g = torch.Generator().manual_seed(seed)
     classes = torch.unique(y.cpu())
     labels = classes.repeat_interleave(per_class)  # (classes·per_class,)
-    means = class_means(x, y, labels, torch.full_like(labels, size), g)
+    means = class_means(x, class_rows(y), labels, torch.full_like(labels, size), g)
     right = (judge.predict(means) == labels.to(x.device)).float().cpu()
     return torch.zeros(int(classes.max()) + 1).index_add_(0, classes, right.view(-1, per_class).mean(1))
 
@@ -161,6 +168,7 @@ def train_judge(
         torch.manual_seed(seed)
         net = JudgeNet(image_shape, num_classes).to(train_x.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    by_class = class_rows(train_y)
     net.train()
     for _ in range(steps):
         rows = torch.randint(len(train_x), (min(batch_size, len(train_x)),), generator=g).to(train_x.device)
@@ -168,7 +176,7 @@ def train_judge(
         n_means = int(mean_share * len(rows))
         if n_means:
             sizes = torch.tensor(MEAN_SIZES)[torch.randint(len(MEAN_SIZES), (n_means,), generator=g)]
-            x = torch.cat([x[n_means:], class_means(train_x, train_y, y[:n_means], sizes, g)])
+            x = torch.cat([x[n_means:], class_means(train_x, by_class, y[:n_means], sizes, g)])
             y = torch.cat([y[n_means:], y[:n_means]])
         loss = F.cross_entropy(net(_shift(x, image_shape, g, max_shift)), y)
         opt.zero_grad()
@@ -234,6 +242,7 @@ __all__ = [
     "Judge",
     "JudgeNet",
     "train_judge",
+    "class_rows",
     "class_means",
     "class_mean_accuracy",
     "load_or_train_judge",

@@ -15,6 +15,7 @@ from pyro_vae.judge import (
     JudgeNet,
     class_mean_accuracy,
     class_means,
+    class_rows,
     judge_key,
     judge_steps,
     load_or_train_judge,
@@ -142,7 +143,7 @@ def test_class_means_average_the_asked_number_of_images_of_one_class():
     n = 30
     x, y = torch.eye(n), torch.arange(n) % 3
     labels, sizes = torch.tensor([0, 1, 2, 2, 1]), torch.tensor([1, 2, 4, 8, 32])
-    means = class_means(x, y, labels, sizes, torch.Generator().manual_seed(0))
+    means = class_means(x, class_rows(y), labels, sizes, torch.Generator().manual_seed(0))
     assert means.shape == (5, n)
     for row, k, m in zip(means, labels, sizes):
         assert torch.allclose(row.sum(), torch.tensor(1.0))  # weights 1/m over m draws
