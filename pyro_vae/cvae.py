@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .evaluate import chunk_for_memory, class_log_likelihoods, generative_classify  # noqa: F401  (re-exported)
+from .evaluate import class_log_likelihoods, generative_classify  # noqa: F401  (re-exported)
 from .guides import MIN_SCALE, site_infer
 from .vae import ConditionalModel, LabelError, one_hot
 
@@ -192,18 +192,9 @@ class CVAE(ConditionalModel):
         return (x, y)
 
     def extra_metrics(self, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
-        """Generative classification argmax_y log p̂(x|y) + log p(y), uniform p(y), with K/10
-        importance samples per class (so it costs about as much as the IS log p(x|y) with K)."""
-        k = max(1, num_samples // 10)
-        args = self.evaluation_args(x, y)
-        chunk = chunk_for_memory(self, self.model, self.guide, *args)
-        predicted, _ = generative_classify(self.model, self.guide, x, self.num_classes, num_samples=k, chunk_size=chunk)
-        return {
-            "conditional": True,
-            "prior": self.prior_name,
-            "generative_accuracy": (predicted == y).float().mean().item(),
-            "classify_num_samples": k,
-        }
+        """The prior's name and generative classification (:meth:`generative_metrics`)."""
+        x, y = self.evaluation_args(x, y)
+        return {"conditional": True, "prior": self.prior_name, **self.generative_metrics(x, y, num_samples)}
 
     # -- helpers
     @torch.no_grad()

@@ -388,6 +388,28 @@ class ConditionalModel(BaseVAE):
     def run_plots(self) -> tuple[str, ...]:
         return ("samples", "style_transfer")
 
+    @property
+    def generative_model(self):
+        """``model(x, y)`` of p(y) p(z|y) p(x|z, y) alone: what generative classification scores.
+        :meth:`model` here; a subclass whose model observes more than that hides the rest."""
+        return self.model
+
+    def generative_metrics(self, x: Tensor, y: Tensor, num_samples: int) -> dict:
+        """Generative classification: the accuracy of argmax_y log p̂(x|y) + log p(y), the model's own
+        posterior p(y|x), uniform p(y), with K/10 importance samples per class (so it costs about as
+        much as the IS log p(x) with K).
+
+        :param Tensor x: ``(N, x_dim)`` test images; ``y`` ``(N,)`` their labels.
+        :returns: ``{"generative_accuracy", "classify_num_samples"}``.
+        """
+        from .evaluate import chunk_for_memory, generative_classify
+
+        k = max(1, num_samples // 10)
+        model = self.generative_model
+        chunk = chunk_for_memory(self, model, self.guide, x, y)
+        predicted, _ = generative_classify(model, self.guide, x, self.num_classes, num_samples=k, chunk_size=chunk)
+        return {"generative_accuracy": (predicted == y).float().mean().item(), "classify_num_samples": k}
+
     # -- helpers (labels are checked here, at the user's boundary; model and guide trust them)
     def check_label(self, y: int) -> None:
         if not 0 <= y < self.num_classes:

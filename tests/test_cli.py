@@ -277,6 +277,7 @@ def test_ssvae_train_reports_accuracy_and_baseline(tmp_path, capsys):
     assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "q(y|x) test accuracy" in printed and "with 20 labels (baseline classifier" in printed
+    assert "generative classification accuracy" in printed
     final = json.loads((out / "metrics.json").read_text())["final"]
     assert final["labels"] == 20 and final["baseline_steps"] == 1  # 40 unlabelled images: one batch
     assert json.loads((out / "config.json").read_text())["data"]["labels"] == 20
