@@ -390,8 +390,9 @@ class ConditionalModel(BaseVAE):
 
     @property
     def generative_model(self):
-        """``model(x, y)`` of p(y) p(z|y) p(x|z, y) alone: what generative classification scores.
-        :meth:`model` here; a subclass whose model observes more than that hides the rest."""
+        """``model(x, y)`` with the sites of the generative model alone (p(z|y), p(x|z, y), and p(y)
+        where the model has a site for it): what generative classification scores. :meth:`model`
+        here; a subclass whose model observes more than that hides the rest."""
         return self.model
 
     def generative_metrics(self, x: Tensor, y: Tensor, num_samples: int) -> dict:
