@@ -168,15 +168,17 @@ def train_judge(
         torch.manual_seed(seed)
         net = JudgeNet(image_shape, num_classes).to(train_x.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    by_class = class_rows(train_y)
+    labels = train_y.cpu()  # the means' classes are read here, so that no step waits for the device
+    by_class, mean_sizes = class_rows(labels), torch.tensor(MEAN_SIZES)
     net.train()
     for _ in range(steps):
-        rows = torch.randint(len(train_x), (min(batch_size, len(train_x)),), generator=g).to(train_x.device)
+        picks = torch.randint(len(train_x), (min(batch_size, len(train_x)),), generator=g)  # CPU
+        rows = picks.to(train_x.device)
         x, y = train_x[rows], train_y[rows]  # (b, D), (b,)
         n_means = int(mean_share * len(rows))
         if n_means:
-            sizes = torch.tensor(MEAN_SIZES)[torch.randint(len(MEAN_SIZES), (n_means,), generator=g)]
-            x = torch.cat([x[n_means:], class_means(train_x, by_class, y[:n_means], sizes, g)])
+            sizes = mean_sizes[torch.randint(len(mean_sizes), (n_means,), generator=g)]
+            x = torch.cat([x[n_means:], class_means(train_x, by_class, labels[picks[:n_means]], sizes, g)])
             y = torch.cat([y[n_means:], y[:n_means]])
         loss = F.cross_entropy(net(_shift(x, image_shape, g, max_shift)), y)
         opt.zero_grad()

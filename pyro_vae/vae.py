@@ -26,6 +26,7 @@ from pyro.infer.util import is_validation_enabled
 from torch import Tensor, nn
 
 from .data import batches, check_images, check_labels
+from .evaluate import chunk_for_memory, generative_classify
 from .guides import Encoder, build_head, moments, site_infer
 from .likelihoods import get_likelihood
 from .nets import get_net
@@ -403,8 +404,6 @@ class ConditionalModel(BaseVAE):
         :param Tensor x: ``(N, x_dim)`` test images; ``y`` ``(N,)`` their labels.
         :returns: ``{"generative_accuracy", "classify_num_samples"}``.
         """
-        from .evaluate import chunk_for_memory, generative_classify
-
         k = max(1, num_samples // 10)
         model = self.generative_model
         chunk = chunk_for_memory(self, model, self.guide, x, y)
