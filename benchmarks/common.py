@@ -39,8 +39,8 @@ from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 from torch import Tensor, nn
 
 import pyro_vae
-import pyro_vae.train
-from pyro_vae.train import resolve_device
+import pyro_vae.training.train
+from pyro_vae.config import resolve_device
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
 X_DIM = 784
@@ -288,7 +288,7 @@ def adam_args(lr: float, fused: bool = False) -> dict:
 def tutorial_svi(vae: pyro_vae.VAE, lr: float = 1e-3, jit: bool = False, fused: bool = False) -> SVI:
     """SVI as Pyro's VAE tutorial writes it: ``SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}),
     Trace_ELBO())`` (``JitTrace_ELBO`` with ``jit``), stepped by ``svi.step(x)``. pyro_vae trained this way
-    before its own step (``pyro_vae.train.train_step``). ``fused`` passes ``fused=True`` to the Adam that
+    before its own step (``pyro_vae.training.train.train_step``). ``fused`` passes ``fused=True`` to the Adam that
     ``pyro.optim.Adam`` makes for each parameter tensor."""
     elbo = JitTrace_ELBO(ignore_jit_warnings=True) if jit else Trace_ELBO()
     return SVI(vae.model, vae.guide, pyro.optim.Adam(adam_args(lr, fused)), elbo)

@@ -4,7 +4,7 @@ Same model (pyro_vae.VAE(784, z_dim=50, hidden_dims=(400,)), same initial weight
 and Adam at lr 1e-3, batch 128:
 
 - ``pyro_vae``: as ``pyro-vae train`` runs: the whole training set is one float tensor on the device,
-  batched by shuffled indices (``pyro_vae.data.batches``), each batch one ``pyro_vae.train.train_step``
+  batched by shuffled indices (``pyro_vae.data.images.batches``), each batch one ``pyro_vae.training.train.train_step``
   (the ``pyro_vae`` step of ``step_overhead.py``: fused torch Adam, validation off);
 - ``tutorial``: Pyro's VAE tutorial pipeline: ``torchvision.datasets.FashionMNIST`` with
   ``transforms.ToTensor()`` per image and a ``DataLoader(batch_size, shuffle=True, num_workers=1,
@@ -46,7 +46,7 @@ from common import (
 )
 from step_overhead import CONTENDERS as STEPS
 
-from pyro_vae.data import batches
+from pyro_vae.data.images import batches
 
 BASELINE = "tutorial"
 

@@ -1,8 +1,8 @@
 """Cost of every registered ELBO estimator: seconds per training epoch on full Fashion-MNIST.
 
 The model is pyro_vae.VAE(784, z_dim=50, hidden_dims=(400,)) with the ``diag`` guide (``--guide``), trained
-by ``pyro_vae.train.train_step`` exactly as ``pyro-vae train --elbo NAME --particles K`` trains it, batch
-128, Adam lr 1e-3. Every estimator in ``pyro_vae.elbos.ELBOS`` that fits the guide is a contender: the
+by ``pyro_vae.training.train.train_step`` exactly as ``pyro-vae train --elbo NAME --particles K`` trains it, batch
+128, Adam lr 1e-3. Every estimator in ``pyro_vae.inference.elbos.ELBOS`` that fits the guide is a contender: the
 multi-particle ones (``iwae``, ``dreg``, ``renyi``) at each K of ``--ks``, and ``trace`` and ``stl`` too (K
 particles averaged), the others at K = 1. Particles are vectorized
 (``vectorize_particles=True``: one batched pass over a ``(K, batch)`` plate), so K = 5 should cost far
@@ -40,8 +40,8 @@ from common import (
     setup,
 )
 
-from pyro_vae.elbos import ELBOS, build_elbo, check_pair
-from pyro_vae.train import make_optimizer, train_step
+from pyro_vae.inference.elbos import ELBOS, build_elbo, check_pair
+from pyro_vae.training.train import make_optimizer, train_step
 
 BASELINE = "trace K=1"
 
@@ -72,7 +72,7 @@ def step_block(vae, elbo, x_all: torch.Tensor, batch_size: int, steps: int, lr: 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     data_flag(p)
-    p.add_argument("--guide", default="diag", help="a name in pyro_vae.guides.GUIDES")
+    p.add_argument("--guide", default="diag", help="a name in pyro_vae.inference.guides.GUIDES")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 5, 50], help="particle counts")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--z-dim", type=int, default=50, help="latent dimension of the 784-400-z VAE")

@@ -50,7 +50,7 @@ from common import (
 from torch import Tensor
 
 import pyro_vae
-from pyro_vae.data import read_idx
+from pyro_vae.data.builtin import read_idx
 
 BASELINE = "torch"
 
@@ -167,7 +167,9 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=5000, help="K")
     p.add_argument("--num-images", type=int, default=10000, help="test images for the timing")
     p.add_argument("--repeats", type=int, default=1, help="interleaved timing rounds")
-    p.add_argument("--chunk-size", type=int, default=pyro_vae.evaluate.DEFAULT_CHUNK, help="chunk of the timing")
+    p.add_argument(
+        "--chunk-size", type=int, default=pyro_vae.inference.evaluate.DEFAULT_CHUNK, help="chunk of the timing"
+    )
     p.add_argument("--chunk-sizes", type=int, nargs="+", default=[2**15, 2**13], help="chunks of the memory rows")
     p.add_argument("--mem-images", type=int, default=48, help="test images per memory measurement")
     p.add_argument("--profile", action="store_true", help="also print where each spends its time (torch.profiler)")

@@ -1,8 +1,8 @@
 """Cost of an M2 (``--model ssvae``) training step: networks and estimators, on full Fashion-MNIST.
 
-Each contender is an :class:`pyro_vae.SSVAE` built by ``pyro_vae.train.build_model`` from the config
+Each contender is an :class:`pyro_vae.SSVAE` built by ``pyro_vae.models.registry.build_model`` from the config
 ``pyro-vae train --model ssvae --labels N --net NET --elbo ELBO`` would record (w = 3, α' = 25, z_dim 20,
-hidden width 400), trained by ``pyro_vae.train.train_step`` on the batches ``SSVAE.train_batches`` yields:
+hidden width 400), trained by ``pyro_vae.training.train.train_step`` on the batches ``SSVAE.train_batches`` yields:
 ``--batch-size`` unlabelled images paired with min(batch, N) labelled ones. ``enum`` sums y over the ten
 classes, so the encoder q(z|x, y) and the decoder run ten times per unlabelled image; ``tracegraph`` samples
 one y. The contenders: ``mlp``/``conv`` × ``enum``/``tracegraph``, and a plain VAE (``--model vae``, the same
@@ -37,7 +37,8 @@ from common import (
 )
 
 from pyro_vae.config import RunConfig
-from pyro_vae.train import build_model, make_elbo, make_optimizer, resolve_defaults, train_step
+from pyro_vae.models.registry import build_model
+from pyro_vae.training.train import make_elbo, make_optimizer, resolve_defaults, train_step
 
 BASELINE = "ssvae mlp enum"
 

@@ -7,9 +7,9 @@ Trace_ELBO computes it), with Adam at lr 1e-3:
 
 - ``torch``: :class:`common.TorchVAE`, the same networks written in plain PyTorch, ``torch.optim.Adam``
   (default settings), the loss summed on the device (no ``.item()`` per step). The baseline.
-- ``pyro_vae``: exactly the step of ``pyro-vae train``: ``pyro_vae.train.train_step`` with the estimator
-  that ``pyro_vae.elbos.build_elbo`` builds for the default config (Trace_ELBO) and the optimizer of
-  ``pyro_vae.train.make_optimizer`` (one fused ``torch.optim.Adam``): ``loss_and_grads`` with validation
+- ``pyro_vae``: exactly the step of ``pyro-vae train``: ``pyro_vae.training.train.train_step`` with the estimator
+  that ``pyro_vae.inference.elbos.build_elbo`` builds for the default config (Trace_ELBO) and the optimizer of
+  ``pyro_vae.training.train.make_optimizer`` (one fused ``torch.optim.Adam``): ``loss_and_grads`` with validation
   off, ``optimizer.step()``, ``zero_grad()``; ``math.isfinite(loss)`` and ``total += loss`` as ``_train``.
   ``pyro_vae-jit``: the same with ``--jit`` (JitTrace_ELBO). ``pyro_vae-compile``: the same with ``--compile``
   (the encoder, decoder and guide-head networks under ``torch.compile``, Pyro's tracing eager).
@@ -86,9 +86,9 @@ from pyro.infer import Trace_ELBO
 from torch import Tensor
 
 import pyro_vae
-from pyro_vae.compiling import compile_networks
-from pyro_vae.elbos import build_elbo
-from pyro_vae.train import make_optimizer, train_step
+from pyro_vae.inference.elbos import build_elbo
+from pyro_vae.training.compiling import compile_networks
+from pyro_vae.training.train import make_optimizer, train_step
 
 BASELINE = "torch"
 Step = Callable[[Tensor], "Tensor | float"]  # one training step on a batch; returns the loss
@@ -126,7 +126,7 @@ def torch_compile_step(vae: pyro_vae.VAE, lr: float) -> Step:
 
 
 def pyro_vae_step(vae: pyro_vae.VAE, lr: float, jit: bool = False, compile: bool = False) -> Step:
-    """The inner-loop body of ``pyro_vae.train._train``, on the estimator and optimizer pyro_vae builds;
+    """The inner-loop body of ``pyro_vae.training.train._train``, on the estimator and optimizer pyro_vae builds;
     ``compile``: the networks compiled as ``pyro-vae train --compile`` compiles them."""
     if compile:
         compile_networks(vae)

@@ -95,10 +95,11 @@ def measure(cmd: list[str], env: dict, metrics: Path) -> dict:
 
 def paired(folder: Path, args, device) -> None:
     """Blocks of training steps on batches from memory and from disk, interleaved (see the module doc)."""
-    import pyro_vae.data as data
+    import pyro_vae.data.images as data
     from pyro_vae.config import DataConfig, RunConfig
-    from pyro_vae.elbos import build_elbo
-    from pyro_vae.train import build_model, make_optimizer, train_step
+    from pyro_vae.inference.elbos import build_elbo
+    from pyro_vae.models.registry import build_model
+    from pyro_vae.training.train import make_optimizer, train_step
 
     sets = {
         "in memory": data.load_data(DataConfig(dataset="folder", data_dir=str(folder))),

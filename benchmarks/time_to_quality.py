@@ -2,7 +2,7 @@
 
 Same model (pyro_vae.VAE(784, z_dim, (400,)), z_dim 50 as in the tutorial), same initial weights, same
 loss (Trace_ELBO) and Adam at lr 1e-3, batch 128, continuous pixels. ``pyro_vae`` trains as
-``pyro-vae train`` does (one tensor batched by shuffled indices, ``pyro_vae.train.train_step``);
+``pyro-vae train`` does (one tensor batched by shuffled indices, ``pyro_vae.training.train.train_step``);
 ``tutorial`` as Pyro's VAE tutorial does (torchvision's FashionMNIST + ``ToTensor`` +
 ``DataLoader(shuffle=True, num_workers=1)``, ``svi.step``); see ``epoch_throughput.py``. Extra
 contenders (``--steps``) use pyro_vae's batching with another step from ``step_overhead.py``.
@@ -45,7 +45,7 @@ from common import (
 from step_overhead import CONTENDERS as STEPS
 
 import pyro_vae
-from pyro_vae.data import batches
+from pyro_vae.data.images import batches
 
 BASELINE = "tutorial"
 

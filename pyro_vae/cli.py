@@ -16,8 +16,9 @@ import re
 import sys
 from pathlib import Path
 
-from .config import ConfigError, DataConfig, ModelConfig, Option, RunConfig, TrainConfig, options_of
-from .runfolder import RunLock, RunLocked, writes_run_folders
+from pyro_vae.config import DataConfig, ModelConfig, Option, RunConfig, TrainConfig, options_of
+from pyro_vae.errors import CheckpointError, ConfigError, PyroVAEError, RunLocked, UsageError
+from pyro_vae.training.runfolder import RunLock, writes_run_folders
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,7 +80,7 @@ _NOT_IN_COMPARE = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .compare import CompareConfig
+    from pyro_vae.experiments.grid import CompareConfig
 
     parser = _Parser(prog="pyro-vae", description="Variational autoencoders with Pyro.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -185,21 +186,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from . import distributed
-    from .train import fit, resume
+    from pyro_vae.experiments.class_weight import fit_with_selection, resume_with_selection
+    from pyro_vae.training import distributed
 
     if args.resume:
         fixed = [k for k, v in vars(args).items() if v not in (None, False) and k not in _RESUMABLE]
         if fixed:
             flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
-            raise ValueError(
+            raise UsageError(
                 f"{flags} cannot change on --resume (the run keeps its config.json); only --epochs and --device can"
             )
     try:
         if args.resume:
-            run = resume(args.resume, args.epochs, device=args.device, progress=not args.quiet)
+            run = resume_with_selection(args.resume, args.epochs, device=args.device, progress=not args.quiet)
         else:
-            run = fit(config_from_args(args), args.out, progress=not args.quiet)
+            run = fit_with_selection(config_from_args(args), args.out, progress=not args.quiet)
     finally:
         distributed.leave()
     if "final" not in run.metrics:  # a rank other than 0 of a torchrun launch: rank 0 reports
@@ -235,25 +236,25 @@ def _read_evaluations(path: Path) -> dict:
     try:
         previous = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} cannot be read ({e}); move it away or delete it, then evaluate again") from None
+        raise UsageError(f"{path} cannot be read ({e}); move it away or delete it, then evaluate again") from None
     if not isinstance(previous, dict):
-        raise ValueError(f"{path} is not a JSON object of evaluations; move it away or delete it, then evaluate again")
+        raise UsageError(f"{path} is not a JSON object of evaluations; move it away or delete it, then evaluate again")
     return previous
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pyro
 
-    from .config import DataConfig
-    from .data import load_data
-    from .io import atomic_write_text
-    from .train import final_metrics, load_run
+    from pyro_vae.atomic import atomic_write_text
+    from pyro_vae.config import DataConfig
+    from pyro_vae.data.load import load_data
+    from pyro_vae.training.train import final_metrics, load_run
 
     if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be a positive integer, got {args.num_samples}")
+        raise UsageError(f"--num-samples must be a positive integer, got {args.num_samples}")
     path = Path(args.run_dir) / "evaluation.json"
     if not (Path(args.run_dir) / "config.json").is_file():
-        raise ValueError(f"{args.run_dir} holds no run (no config.json); pass a folder written by pyro-vae train")
+        raise CheckpointError(f"{args.run_dir} holds no run (no config.json); pass a folder written by pyro-vae train")
     with RunLock(args.run_dir):
         previous = _read_evaluations(path)  # before the work: a damaged file is never replaced
         run, _ = load_run(args.run_dir, args.device or "auto", with_data=False)
@@ -264,7 +265,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         data_cfg = DataConfig(**{**vars(cfg), "dataset": name, "data_dir": data_dir, "pixels": pixels, "labels": None})
         data = load_data(data_cfg, next(run.vae.parameters()).device)
         if data.image_shape != run.image_shape:
-            raise ValueError(
+            raise UsageError(
                 f"test images have shape {data.image_shape} but the run was trained on {tuple(run.image_shape)}; "
                 "evaluate on a dataset with the same image shape"
             )
@@ -307,20 +308,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
-    from . import plots
-    from .train import load_run
+    from pyro_vae import plots
+    from pyro_vae.training.train import load_run
 
     if args.num < 1:
-        raise ValueError(f"--num must be a positive integer, got {args.num}")
+        raise UsageError(f"--num must be a positive integer, got {args.num}")
     if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must name a .png file, got {args.out}")
+        raise UsageError(f"--out must name a .png file, got {args.out}")
     run, _ = load_run(args.run_dir, args.device or "auto", with_data=False)
     model = run.vae
     if args.label is not None:
         try:
             model.check_label(args.label)
         except ValueError as e:
-            raise ValueError(f"--label {e} ({args.run_dir} is a {run.config.model.model} run)") from None
+            raise UsageError(f"--label {e} ({args.run_dir} is a {run.config.model.model} run)") from None
     torch.manual_seed(args.seed)
     if args.label is not None:
         plots.grid(model.sample(args.num, args.label), run.image_shape, path=args.out)
@@ -331,7 +332,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .compare import CompareConfig, compare, results_markdown
+    from pyro_vae.experiments.grid import CompareConfig, compare
+    from pyro_vae.experiments.results import results_markdown
 
     given = {o.name: getattr(args, o.name) for o in options_of(CompareConfig) if getattr(args, o.name) is not None}
     cfg = CompareConfig(base=config_from_args(args), **given)
@@ -343,7 +345,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_draws(args: argparse.Namespace) -> None:
-    from .draws import SUMMARIZED, label_draws
+    from pyro_vae.experiments.draws import SUMMARIZED, label_draws
 
     config = config_from_args(args)
     rows, summary = label_draws(config, args.label_seeds, args.out, progress=not args.quiet)
@@ -359,8 +361,8 @@ def cmd_draws(args: argparse.Namespace) -> None:
 def grid_command(cfg, args: argparse.Namespace) -> int:
     """``--list-cells``, ``--cell I`` and ``--collect``; exit status 1 when ``--collect`` finds
     cells missing (the tables are written from the others)."""
-    from .compare import _one_line, cell_name, results_markdown
-    from .grid import collect, list_cells, run_cell_at
+    from pyro_vae.experiments.grid import cell_name, collect, list_cells, run_cell_at
+    from pyro_vae.experiments.results import _one_line, results_markdown
 
     if args.list_cells:
         print("\n".join(list_cells(cfg, args.out)))
@@ -417,13 +419,6 @@ def _early_lock(argv: list[str]) -> RunLock | None:
     return RunLock(out) if out else None
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
-    from .train import TrainingDiverged
-
-    return ValueError, CheckpointError, TrainingDiverged, RunLocked, OSError
-
-
 def _print_error(line: str) -> None:
     """One line on stderr; under ``torchrun``, from rank 0 alone (every rank meets the same error)."""
     if writes_run_folders():
@@ -455,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         _print_error(f"pyro-vae {command}: {e or 'interrupted'}")
         return 130
-    except _errors() as e:
+    except PyroVAEError as e:
         _print_error(f"pyro-vae {command}: error: {e}")
         return 2
     finally:

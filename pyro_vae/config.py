@@ -21,24 +21,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import atomic_write_text
+from pyro_vae.atomic import atomic_write_text
+from pyro_vae.errors import ConfigError, RegistryError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class ConfigError(ValueError):
-    """A config value that is missing, of the wrong type or out of range.
+def resolve_device(name: str) -> typing.Any:
+    """``auto`` picks CUDA when available. :raises ValueError: for unknown or unavailable names."""
+    import torch  # here, not at the top: this module must not import torch
 
-    ``str(e)`` names the field (``eval_num_samples must be ...``); :meth:`for_cli` names the flag
-    (``--num-samples must be ...``).
-    """
-
-    def __init__(self, name: str, detail: str, flag: str | None = None):
-        self.name, self.detail, self.flag = name, detail, flag or "--" + name.replace("_", "-")
-        super().__init__(f"{name} {detail}")
-
-    def for_cli(self) -> str:
-        return f"{self.flag} {self.detail}"
+    if name not in DEVICES:
+        raise RegistryError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu or auto")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
 def _registry(module: str, name: str) -> Callable[[], list[str]]:
@@ -94,7 +91,7 @@ class DataConfig:
     dataset: str = option(
         "mnist-5k",
         "dataset: a built-in name, folder (an image folder), array (an .npz/.npy file) or torchvision:NAME[:SUBSET]",
-        choices=_check("data", "check_dataset_name"),
+        choices=_check("data.load", "check_dataset_name"),
     )
     data_dir: str | None = option(
         None,
@@ -122,7 +119,7 @@ class DataConfig:
         0.1,
         "folder, array, torchvision:NAME without a test split: the share held out for testing (seeded)",
         positive=True,
-    )  # and below 1: checked by pyro_vae.data.check_data_config
+    )  # and below 1: checked by pyro_vae.data.load.check_data_config
     layout: str | None = option(
         None,
         "array: nhwc or nchw when the shape leaves it ambiguous (default: from the shape)",
@@ -141,19 +138,19 @@ class DataConfig:
 class ModelConfig:
     z_dim: int = option(20, "latent dimension", positive=True)
     hidden_dims: tuple[int, ...] = option((400,), "MLP widths, encoder order; the decoder mirrors them", positive=True)
-    likelihood: str = option("bernoulli", "pixel likelihood", choices=_registry("likelihoods", "LIKELIHOODS"))
-    guide: str = option("diag", "q(z|x) family", choices=_registry("guides", "GUIDES"))
+    likelihood: str = option("bernoulli", "pixel likelihood", choices=_registry("models.likelihoods", "LIKELIHOODS"))
+    guide: str = option("diag", "q(z|x) family", choices=_registry("inference.guides", "GUIDES"))
     flow_steps: int = option(2, "inverse autoregressive flow steps K of --guide iaf", positive=True)
     model: str = option(
         "vae",
         "vae, cvae (conditional on the label), ssvae (semi-supervised M2), or a registered model",
-        choices=_registry("models", "MODELS"),
+        choices=_registry("models.registry", "MODELS"),
     )
-    net: str = option("mlp", "encoder/decoder networks", choices=_registry("nets", "NETS"))
+    net: str = option("mlp", "encoder/decoder networks", choices=_registry("models.nets", "NETS"))
     prior: str | None = option(
         None,
         "p(z|y) of --model cvae: learned per class, a learned mixture per class, or N(0, I) (default mixture)",
-        choices=_registry("cvae", "PRIORS"),
+        choices=_registry("models.cvae", "PRIORS"),
     )
     prior_components: int | None = option(None, "Gaussians per class of --prior mixture (default 30)", positive=True)
     kl_weight: float | None = option(
@@ -166,7 +163,7 @@ class ModelConfig:
         None,
         "--model cvae, ssvae: the decoder reads y at its input, in every layer, or in every layer and scaling "
         "every hidden unit (default film)",
-        choices=_registry("nets", "DECODER_Y"),
+        choices=_registry("models.nets", "DECODER_Y"),
     )
 
 
@@ -188,7 +185,7 @@ class TrainConfig:
     elbo: str | None = option(
         None,
         "ELBO estimator (default: the model's; trace, enum for --model ssvae)",
-        choices=_registry("elbos", "ELBOS"),
+        choices=_registry("inference.elbos", "ELBOS"),
     )
     particles: int = option(1, "K vectorized particles per datapoint for the estimator", positive=True)
     alpha: float = option(0.5, "α of --elbo renyi")
@@ -378,29 +375,6 @@ class RunConfig:
         except ConfigError as e:
             raise ConfigError(f"{path}:", str(e), f"{path}:") from None
 
-    def _check_model_options(self) -> None:
-        """The model options and ``labels`` apply only to the models that declare them
-        (:attr:`pyro_vae.vae.BaseVAE.config_options`, ``semi_supervised``)."""
-        from .models import MODELS, accepting, semi_supervised
-
-        m = self.model
-        given = {name: getattr(m, name) for cls in MODELS.values() for name in cls.config_options}
-        given["labels"] = self.data.labels
-        for name, value in given.items():
-            takers = semi_supervised() if name == "labels" else accepting(name)
-            if value is None or m.model in takers:
-                continue
-            which = f"model {takers[0]!r}" if len(takers) == 1 else f"the models {', '.join(takers)}"
-            raise ConfigError(
-                name,
-                f"applies to {which} only, got {name}={value!r} with model {m.model!r}; drop it or use "
-                + (f"model {takers[0]!r}" if len(takers) == 1 else "one of them"),
-            )
-        if m.prior_components is not None and m.prior not in (None, "mixture"):
-            raise ConfigError(
-                "prior_components", f"applies to prior 'mixture' only, got {m.prior_components} with prior {m.prior!r}"
-            )
-
     def validate(self) -> None:
         """Check every field (type, finiteness, range, registry names), then the combinations.
 
@@ -413,7 +387,6 @@ class RunConfig:
             raise ConfigError(
                 "tensorboard", 'needs the tensorboard package, which is not installed; pip install -e ".[tensorboard]"'
             )
-        self._check_model_options()
         if self.train.compile and self.train.jit:
             raise ConfigError(
                 "compile",

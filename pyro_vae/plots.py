@@ -10,7 +10,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .io import atomic_write
+from pyro_vae.atomic import atomic_write
+from pyro_vae.errors import UsageError
 
 
 def save(fig: Figure, path: str | Path | None) -> Figure:
@@ -96,7 +97,7 @@ def latent_scatter(vae, x: Tensor, y: Tensor, path: str | Path | None = None, pr
     """Posterior means coloured by label; their first two PCA components when z_dim > 2.
 
     A conditional model encodes each x with its label y. With ``prior=True`` (a model with
-    ``prior_moments()``, e.g. a :class:`~pyro_vae.cvae.CVAE`), each class's prior p(z|y) is drawn
+    ``prior_moments()``, e.g. a :class:`~pyro_vae.models.cvae.CVAE`), each class's prior p(z|y) is drawn
     on top: its mean as a labelled cross and its 1-sd ellipse. The projection is linear, so the
     projected prior is exactly Gaussian: mean Vᵀ(μ_y − c), covariance Vᵀ diag(σ_y²) V.
     """
@@ -143,7 +144,7 @@ def style_transfer(model, x: Tensor, y: Tensor, image_shape: Sequence[int], path
     """Each row: an input x (first column), then x encoded with its own label y, z = mean of
     q(z|x, y), decoded with every class y' = 0, 1, ..., K−1: the style of x, the content of y'.
 
-    z moves to class y' through the prior first (:meth:`pyro_vae.cvae.ConditionalModel.transfer`),
+    z moves to class y' through the prior first (:meth:`pyro_vae.models.base.ConditionalModel.transfer`),
     μ_{y'} + σ_{y'}(z − μ_y)/σ_y; under N(0, I) for every class z is kept."""
     k = model.num_classes
     z = model.encode(x, y)[0]  # (n, z_dim)
@@ -161,7 +162,7 @@ def style_transfer(model, x: Tensor, y: Tensor, image_shape: Sequence[int], path
 def latent_manifold(vae, image_shape: Sequence[int], n: int = 20, path: str | Path | None = None) -> Figure:
     """For z_dim = 2: decode an ``n × n`` grid of quantiles pushed through the Normal inverse CDF."""
     if vae.z_dim != 2:
-        raise ValueError(f"the latent manifold needs z_dim = 2, got z_dim = {vae.z_dim}")
+        raise UsageError(f"the latent manifold needs z_dim = 2, got z_dim = {vae.z_dim}")
     q = torch.linspace(0.5 / n, 1 - 0.5 / n, n)
     z1 = torch.distributions.Normal(0.0, 1.0).icdf(q)
     zz = torch.stack(torch.meshgrid(z1, z1.flip(0), indexing="xy"), -1).reshape(-1, 2)  # (n*n, 2)
@@ -174,7 +175,7 @@ def elbo_vs_time(cells: Sequence[dict], path: str | Path | None = None) -> Figur
     """Test ELBO against cumulative training seconds, one line per compare cell.
 
     :param cells: dicts with ``guide``, ``elbo``, ``K``, ``seed`` and ``curve``, a list of
-        (epoch seconds, test ELBO) pairs (see :mod:`pyro_vae.compare`).
+        (epoch seconds, test ELBO) pairs (see :mod:`pyro_vae.experiments.grid`).
     """
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()

@@ -97,7 +97,7 @@ def write_svhn_folder(folder: Path, n_train: int = 30, n_test: int = 20, seed: i
 # ----------------------------------------------------------------------------- shared test helpers
 def fits(elbo: str, guide: str) -> bool:
     """Whether the registered estimator can train the registered guide (else check_pair refuses)."""
-    from pyro_vae.elbos import ELBOS
+    from pyro_vae.inference.elbos import ELBOS
 
     est, reparam = ELBOS[elbo], guide != "diag-score"
     return not (est.needs_reparam and not reparam) and not (est.needs_analytic_kl and guide == "iaf")

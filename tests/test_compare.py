@@ -6,8 +6,9 @@ import json
 import pytest
 from conftest import write_idx_folder
 
-from pyro_vae.compare import COLUMNS, CompareConfig, compare
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyro_vae.experiments.grid import CompareConfig, compare
+from pyro_vae.experiments.results import COLUMNS
 
 
 @pytest.fixture

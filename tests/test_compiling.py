@@ -14,13 +14,15 @@ import pytest
 import torch
 from conftest import fits, write_idx_folder
 
-from pyro_vae import compiling
 from pyro_vae.cli import main
-from pyro_vae.compiling import compile_networks, networks
-from pyro_vae.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyro_vae.elbos import ELBOS, build_elbo, check_pair
-from pyro_vae.guides import GUIDES
-from pyro_vae.train import build_model, fit, load_run, make_optimizer, resume, train_step
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.inference.elbos import ELBOS, build_elbo, check_pair
+from pyro_vae.inference.guides import GUIDES
+from pyro_vae.models.registry import build_model
+from pyro_vae.training import compiling
+from pyro_vae.training.compiling import compile_networks, networks
+from pyro_vae.training.train import fit, load_run, make_optimizer, resume, train_step
 
 PAIRS = [(g, e) for g in GUIDES for e in ELBOS if e != "enum" and fits(e, g)]
 # every guide and every estimator at least once; the other pairs run under -m slow

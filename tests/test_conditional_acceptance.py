@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_vae.config import RunConfig
-from pyro_vae.train import fit
+from pyro_vae.training.train import fit
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,12 @@ from torch.distributions import kl_divergence
 import pyro_vae
 from pyro_vae import plots
 from pyro_vae.config import RunConfig
-from pyro_vae.cvae import CVAE, class_log_likelihoods, generative_classify
-from pyro_vae.elbos import ELBOS, build_elbo, check_pair
-from pyro_vae.evaluate import elbo_terms, log_weights
-from pyro_vae.guides import GUIDES
-from pyro_vae.train import fit, resume
+from pyro_vae.inference.elbos import ELBOS, build_elbo, check_pair
+from pyro_vae.inference.evaluate import elbo_terms, log_weights
+from pyro_vae.inference.guides import GUIDES
+from pyro_vae.inference.labels import class_log_likelihoods, generative_classify
+from pyro_vae.models.cvae import CVAE
+from pyro_vae.training.train import fit, resume
 
 B, D, Z, K = 6, 784, 3, 10
 
@@ -337,8 +338,8 @@ def test_design_options_shape_the_networks(net, shape):
 def test_new_runs_record_the_models_defaults_and_old_configs_keep_theirs(tmp_path):
     """A run records the options it was built with; a config.json written before they existed
     (None) rebuilds what such runs had: one Gaussian per class, w = 1, y at the decoder's input."""
-    from pyro_vae.models import get_model
-    from pyro_vae.train import recorded_config, resolve_defaults
+    from pyro_vae.models.registry import get_model
+    from pyro_vae.training.train import recorded_config, resolve_defaults
 
     cfg = RunConfig()
     cfg.model.model = "cvae"

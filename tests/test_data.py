@@ -7,20 +7,11 @@ import pytest
 import torch
 from conftest import write_idx, write_idx_folder
 
-import pyro_vae.data
-from pyro_vae.data import (
-    BINARIZE_CHUNK,
-    BINARIZE_SEED,
-    IDX_FILES,
-    MNIST5K_TEST_SIZE,
-    ByteImages,
-    DataError,
-    ImageData,
-    batches,
-    check_images,
-    load_dataset,
-    read_idx,
-)
+import pyro_vae.data.images
+from pyro_vae.data.builtin import IDX_FILES, MNIST5K_TEST_SIZE, read_idx
+from pyro_vae.data.images import BINARIZE_CHUNK, BINARIZE_SEED, ByteImages, ImageData, batches, check_images
+from pyro_vae.data.load import load_dataset
+from pyro_vae.errors import DataError
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -221,7 +212,7 @@ def test_svhn_failed_download_is_one_line_naming_files_and_flag(tmp_path, monkey
     ],
 )
 def test_check_labels_names_the_problem(y, message):
-    from pyro_vae.data import check_labels
+    from pyro_vae.data.images import check_labels
 
     with pytest.raises(ValueError, match=message):
         check_labels(y, 10, n=3, name="training labels")
@@ -244,7 +235,7 @@ def test_8_bit_images_are_stored_as_uint8_and_read_as_float():
 def test_8_bit_binarization_draws_as_float_bernoulli(monkeypatch, chunk):
     """On the CPU, chunked draws from the uint8 storage equal one torch.bernoulli of the float images
     with the same generator: static and dynamic pixels are what they were with float storage."""
-    monkeypatch.setattr(pyro_vae.data, "BINARIZE_CHUNK", chunk)
+    monkeypatch.setattr(pyro_vae.data.images, "BINARIZE_CHUNK", chunk)
     grey = load_dataset("mnist-5k").train_x
     static = load_dataset("mnist-5k", pixels="static")
     assert torch.equal(static.train_x, torch.bernoulli(grey, generator=torch.Generator().manual_seed(BINARIZE_SEED)))
@@ -262,7 +253,7 @@ def test_batches_of_8_bit_images_are_float():
         assert xb.dtype == torch.float32 and torch.equal(xb[:, 0], yb * 25 / 255)
         seen += yb.tolist()
     assert sorted(seen) == list(range(10))
-    from pyro_vae.ssvae import semi_supervised_batches
+    from pyro_vae.models.ssvae import semi_supervised_batches
 
     x_u, x_l, *_ = next(semi_supervised_batches(ByteImages(x), torch.arange(10) % 2, torch.tensor([0, 1]), 4, 1.0))
     assert x_u.dtype == x_l.dtype == torch.float32 and x_u.max() <= 1
@@ -270,7 +261,7 @@ def test_batches_of_8_bit_images_are_float():
 
 def test_fit_on_8_bit_tensors_with_dynamic_pixels(tmp_path):
     from pyro_vae.config import RunConfig
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     cfg = RunConfig()
     cfg.data.pixels = "dynamic"

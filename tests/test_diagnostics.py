@@ -4,9 +4,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyro_vae.diagnostics import active_units, gradient_snr
-from pyro_vae.elbos import build_elbo
-from pyro_vae.vae import VAE
+from pyro_vae.inference.diagnostics import active_units, gradient_snr
+from pyro_vae.inference.elbos import build_elbo
+from pyro_vae.models.vae import VAE
 
 
 def test_active_units_counts_dimensions_whose_mean_varies():

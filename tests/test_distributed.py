@@ -15,14 +15,16 @@ import torch
 import torch.multiprocessing as mp
 from conftest import DeltaHead
 
-from pyro_vae import distributed
 from pyro_vae.cli import main
-from pyro_vae.config import ConfigError, DataConfig, RunConfig
-from pyro_vae.data import batches, load_data
-from pyro_vae.elbos import ELBOS, build_elbo
-from pyro_vae.ssvae import SSVAE
-from pyro_vae.train import fit, train_step
-from pyro_vae.vae import VAE
+from pyro_vae.config import DataConfig, RunConfig
+from pyro_vae.data.images import batches
+from pyro_vae.data.load import load_data
+from pyro_vae.errors import ConfigError
+from pyro_vae.inference.elbos import ELBOS, build_elbo
+from pyro_vae.models.ssvae import SSVAE
+from pyro_vae.models.vae import VAE
+from pyro_vae.training import distributed
+from pyro_vae.training.train import fit, train_step
 
 WORLD = 2
 D, Z, H, C = 12, 3, 8, 3
@@ -167,7 +169,8 @@ def _config(digits: str) -> RunConfig:
 
 def _full_and_interrupted(rank: int, cfg: dict, out: str) -> None:
     """An uninterrupted run, and a run stopped by Ctrl-C in its second epoch and then resumed."""
-    from pyro_vae.train import RunInterrupted, resume
+    from pyro_vae.errors import RunInterrupted
+    from pyro_vae.training.train import resume
 
     config = RunConfig.from_dict(cfg)
     full = fit(config, f"{out}/full", progress=False)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pyro_vae.cli import main
-from pyro_vae.data import labelled_subset
-from pyro_vae.draws import draws_markdown, summarize_draws
+from pyro_vae.experiments.draws import draws_markdown, summarize_draws
+from pyro_vae.models.ssvae import labelled_subset
 
 TINY_M2 = [
     "--model", "ssvae", "--labels", "20", "--z-dim", "2", "--hidden-dims", "32", "--epochs", "1",

@@ -15,11 +15,12 @@ from conftest import descends, fits
 from pyro.infer import SVI
 from pyro.poutine.messenger import Messenger
 
-from pyro_vae.elbos import ELBOS, IncompatiblePair, build_elbo, check_pair
-from pyro_vae.evaluate import importance_log_px, log_weights
-from pyro_vae.guides import GUIDES
-from pyro_vae.linear_gaussian import LinearGaussian, amortized_guide
-from pyro_vae.vae import VAE
+from pyro_vae.errors import IncompatiblePair
+from pyro_vae.inference.elbos import ELBOS, build_elbo, check_pair
+from pyro_vae.inference.evaluate import importance_log_px, log_weights
+from pyro_vae.inference.guides import GUIDES
+from pyro_vae.models.vae import VAE
+from pyro_vae.theory.linear_gaussian import LinearGaussian, amortized_guide
 
 GAUSSIAN_GUIDES = ["diag", "diag-score", "fullcov"]  # closed-form ELBO on the testbed; iaf has none
 M = 200  # gradient draws per estimate

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pyro_vae.config import RunConfig
-from pyro_vae.evaluate import DEFAULT_CHUNK, EVAL_MEMORY, chunk_for_memory
-from pyro_vae.train import build_model
+from pyro_vae.inference.evaluate import DEFAULT_CHUNK, EVAL_MEMORY, chunk_for_memory
+from pyro_vae.models.registry import build_model
 
 MLP_784 = 8016 + 3 * 4 * 784  # bytes counted per pair: the networks' outputs (see below) + 3 (pairs, D) floats
 CONV_3072 = 164624 + 3 * 4 * 3072

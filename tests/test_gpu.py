@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import write_idx_folder
 
-from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.cli import main
+from pyro_vae.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.gpu
 

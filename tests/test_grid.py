@@ -8,9 +8,9 @@ import torch
 from conftest import write_idx_folder
 
 from pyro_vae.cli import main
-from pyro_vae.compare import CompareConfig, compare
-from pyro_vae.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyro_vae.grid import IncompleteGrid, collect, list_cells, run_cell_at, worker_resources
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyro_vae.errors import ConfigError, IncompleteGrid
+from pyro_vae.experiments.grid import CompareConfig, collect, compare, list_cells, run_cell_at, worker_resources
 
 TIMING = {"seconds_per_epoch", "seconds_per_epoch_sd"}
 
@@ -76,7 +76,7 @@ def test_worker_resources_share_the_threads():
 
 def test_workers_get_a_gpu_each_when_several_are_visible(monkeypatch):
     """Dealt round-robin from CUDA_VISIBLE_DEVICES (or 0..n−1), only for cells that run on CUDA."""
-    import pyro_vae.grid as grid_module
+    import pyro_vae.experiments.grid as grid_module
 
     threads = torch.get_num_threads()
     monkeypatch.setattr(grid_module, "resolve_device", lambda name: torch.device("cuda" if name != "cpu" else "cpu"))

@@ -10,8 +10,8 @@ from pyro import poutine
 from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from pyro_vae.guides import GUIDES, Encoder, build_head, get_guide, moments, register_guide
-from pyro_vae.vae import VAE
+from pyro_vae.inference.guides import GUIDES, Encoder, build_head, get_guide, moments, register_guide
+from pyro_vae.models.vae import VAE
 
 B, F, Z = 6, 10, 3
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from pyro_vae.kl import bimodal_mixture, fit_gaussian, gaussian_kl, monte_carlo_kl
+from pyro_vae.theory.kl import bimodal_mixture, fit_gaussian, gaussian_kl, monte_carlo_kl
 
 
 def random_gaussian(k, gen):

@@ -7,10 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from pyro_vae.cvae import CVAE
-from pyro_vae.data import ImageData
-from pyro_vae.evaluate import conditional_metrics, label_fidelity, label_sensitivity
-from pyro_vae.judge import (
+from pyro_vae.data.images import ImageData
+from pyro_vae.inference.judge import (
     Judge,
     JudgeNet,
     class_mean_accuracy,
@@ -21,6 +19,8 @@ from pyro_vae.judge import (
     load_or_train_judge,
     train_judge,
 )
+from pyro_vae.inference.labels import conditional_metrics, label_fidelity, label_sensitivity
+from pyro_vae.models.cvae import CVAE
 
 K, SIDE, Z = 10, 8, 2
 D = SIDE * SIDE
@@ -183,7 +183,7 @@ def test_judge_is_cached_per_dataset_and_folder(tmp_path, monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("pyro_vae.judge.train_judge", counted)
+    monkeypatch.setattr("pyro_vae.inference.judge.train_judge", counted)
     a = load_or_train_judge(data, None, tmp_path, steps=20)
     b = load_or_train_judge(data, None, tmp_path, steps=20)
     assert len(calls) == 1 and a.accuracy == b.accuracy

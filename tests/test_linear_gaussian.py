@@ -4,8 +4,8 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyro_vae.evaluate import elbo_terms, importance_log_px
-from pyro_vae.linear_gaussian import AffineGaussianGuide, LinearGaussian
+from pyro_vae.inference.evaluate import elbo_terms, importance_log_px
+from pyro_vae.theory.linear_gaussian import AffineGaussianGuide, LinearGaussian
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_each_guide_lands_where_theory_says(guide, expected_gap):
     """Maximizing the exact ELBO (L-BFGS, deterministic) on a strongly correlated posterior: the
     diag guide's gap log p(x) − ELBO stops at the mean-field gap ½[Σ log Λ_uu − log det Λ]
     (≈ 1 nat), the fullcov guide reaches 0. The optimizer converges to < 1e-4 nats here."""
-    from pyro_vae.linear_gaussian import amortized_guide
+    from pyro_vae.theory.linear_gaussian import amortized_guide
 
     lg = LinearGaussian.correlated(seed=0)
     x = lg.sample(100, seed=1)
@@ -171,7 +171,7 @@ def test_each_guide_lands_where_theory_says(guide, expected_gap):
 def test_svi_fit_guide_approaches_the_truth():
     """fit_guide (SVI with stl) moves a fullcov guide from a large gap to within 0.1 nats of
     p(z|x); the SGD noise and the finite step count keep it from the exact 0 of L-BFGS."""
-    from pyro_vae.linear_gaussian import amortized_guide, fit_guide
+    from pyro_vae.theory.linear_gaussian import amortized_guide, fit_guide
 
     lg = LinearGaussian.correlated(seed=0)
     x = lg.sample(100, seed=1)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from pyro import poutine
 
-from pyro_vae.config import ConfigError, ModelConfig, RunConfig
-from pyro_vae.models import MODELS, get_model, register_model
-from pyro_vae.nets import FiLM, get_net
-from pyro_vae.ssvae import SSVAE
-from pyro_vae.vae import VAE, LabelError
+from pyro_vae.config import ModelConfig, RunConfig
+from pyro_vae.errors import ConfigError, LabelError, RegistryError
+from pyro_vae.models.nets import FiLM, get_net
+from pyro_vae.models.registry import MODELS, check_config, get_model, register_model
+from pyro_vae.models.ssvae import SSVAE
+from pyro_vae.models.vae import VAE
 
 D, Z, K, B = 784, 3, 10, 6
 
@@ -90,19 +91,19 @@ def test_options_apply_only_to_the_models_that_declare_them():
     cfg = RunConfig()
     cfg.model.kl_weight = 2.0
     with pytest.raises(ConfigError, match="kl_weight applies to the models cvae, ssvae only, got kl_weight=2.0"):
-        cfg.validate()
+        check_config(cfg)
     cfg.model.model = "ssvae"
-    cfg.validate()
+    check_config(cfg)
     cfg.model.prior = "standard"
     with pytest.raises(ConfigError, match="prior applies to model 'cvae' only, got prior='standard' with model 'ssv"):
-        cfg.validate()
+        check_config(cfg)
 
 
 def test_a_registered_model_trains_through_fit(tmp_path):
     """A model class of one's own, registered by name, trains, evaluates and plots through the same
     loop: the loop asks the class, not the name."""
-    from pyro_vae.data import load_dataset
-    from pyro_vae.train import fit
+    from pyro_vae.data.load import load_dataset
+    from pyro_vae.training.train import fit
 
     class WideVAE(VAE):
         default_epochs = 1
@@ -118,7 +119,7 @@ def test_a_registered_model_trains_through_fit(tmp_path):
         assert (tmp_path / "run" / "manifold.png").is_file()  # z_dim = 2: a VAE's run plots
     finally:
         del MODELS["wide-vae"]
-    with pytest.raises(TypeError, match="subclass of pyro_vae.vae.BaseVAE"):
+    with pytest.raises(RegistryError, match="subclass of pyro_vae.models.base.BaseVAE"):
         register_model("bad", object)
 
 

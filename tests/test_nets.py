@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pyro_vae.nets import NETS, ConvDecoder, ConvEncoder, MLPEncoder, get_net
-from pyro_vae.vae import VAE
+from pyro_vae.models.nets import NETS, ConvDecoder, ConvEncoder, MLPEncoder, get_net
+from pyro_vae.models.vae import VAE
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])

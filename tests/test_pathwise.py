@@ -7,8 +7,8 @@ import torch
 from pyro import poutine
 
 from pyro_vae import VAE
-from pyro_vae.elbos import build_elbo
-from pyro_vae.pathwise import flow_score, path_log_prob
+from pyro_vae.inference.elbos import build_elbo
+from pyro_vae.inference.pathwise import flow_score, path_log_prob
 
 
 def iaf_site(z_dim: int, particles: int = 0, grad: bool = True):
@@ -57,7 +57,7 @@ def test_path_log_prob_has_the_value_of_log_q_and_the_path_gradient():
 def test_estimators_on_iaf_match_the_inversion(name, k, monkeypatch):
     """The same draws (same seed): STL's and DReG's gradients with the cached score equal those with
     log q evaluated by inverting the flow, as the estimators did before."""
-    import pyro_vae.pathwise as pathwise
+    import pyro_vae.inference.pathwise as pathwise
 
     torch.manual_seed(1)
     vae = VAE(24, 5, (16,), guide="iaf")

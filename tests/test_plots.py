@@ -5,7 +5,7 @@ import torch
 from matplotlib.figure import Figure
 
 from pyro_vae import plots
-from pyro_vae.vae import VAE
+from pyro_vae.models.vae import VAE
 
 SHAPE = (1, 28, 28)
 

@@ -18,16 +18,18 @@ import pytest
 import torch
 from conftest import write_idx, write_idx_folder
 
-from pyro_vae import io as pv_io
-from pyro_vae.checkpoint import CheckpointError, load_checkpoint
+from pyro_vae import atomic as pv_io
 from pyro_vae.cli import main
-from pyro_vae.compare import CompareConfig, GridMismatch, compare
-from pyro_vae.config import ConfigError, RunConfig
-from pyro_vae.data import DataError, ImageData, load_dataset
-from pyro_vae.evaluate import elbo_terms, importance_log_px
-from pyro_vae.runfolder import LOCK_NAME, RunLock, RunLocked, run_state
-from pyro_vae.train import TrainingDiverged, fit, resume
-from pyro_vae.vae import VAE
+from pyro_vae.config import RunConfig
+from pyro_vae.data.images import ImageData
+from pyro_vae.data.load import load_dataset
+from pyro_vae.errors import CheckpointError, ConfigError, DataError, GridMismatch, RunLocked, TrainingDiverged
+from pyro_vae.experiments.grid import CompareConfig, compare
+from pyro_vae.inference.evaluate import elbo_terms, importance_log_px
+from pyro_vae.models.vae import VAE
+from pyro_vae.training.checkpoint import load_checkpoint
+from pyro_vae.training.runfolder import LOCK_NAME, RunLock, run_state
+from pyro_vae.training.train import fit, resume
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--z-dim", "2", "--hidden-dims", "16", "--num-samples", "5", "--quiet", "--device", "cpu"]
@@ -113,7 +115,7 @@ def test_config_without_checkpoint_is_new_and_resumes_from_the_start(idx, refere
 
 
 def test_resume_from_the_epoch_0_checkpoint_equals_an_uninterrupted_run(idx, reference, tmp_path, monkeypatch):
-    import pyro_vae.train as train
+    import pyro_vae.training.train as train
 
     out = tmp_path / "r"
 
@@ -129,7 +131,7 @@ def test_resume_from_the_epoch_0_checkpoint_equals_an_uninterrupted_run(idx, ref
 
 
 def test_ctrl_c_says_what_was_kept(idx, tmp_path, monkeypatch, capsys):
-    import pyro_vae.train as train
+    import pyro_vae.training.train as train
 
     real, calls = train.train_step, []
 
@@ -170,7 +172,7 @@ def test_kill_9_during_epoch_1_then_resume_equals_an_uninterrupted_run(idx, tmp_
 
 
 # ----------------------------------------------------------------------------- 2. the folder lock
-HOLD = "from pyro_vae.runfolder import RunLock; import sys, time; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"  # noqa: E501
+HOLD = "from pyro_vae.training.runfolder import RunLock; import sys, time; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"  # noqa: E501
 
 
 def test_a_second_writer_is_turned_away_naming_the_holder(idx, tmp_path, capsys):
@@ -223,8 +225,8 @@ def test_compare_refuses_cells_made_with_other_settings(tmp_path, capsys):
 
 
 def test_compare_marks_incompatible_pairs_by_type_not_by_message(tmp_path, monkeypatch):
-    import pyro_vae.train as train
-    from pyro_vae.elbos import IncompatiblePair
+    import pyro_vae.training.train as train
+    from pyro_vae.errors import IncompatiblePair
 
     def refuse(*args, **kwargs):
         raise IncompatiblePair("reworded: no such pairing")

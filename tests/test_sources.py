@@ -10,15 +10,11 @@ import torch
 from PIL import Image
 
 from pyro_vae.config import DataConfig, RunConfig
-from pyro_vae.data import (
-    DATASETS,
-    DataError,
-    ImageData,
-    check_dataset_name,
-    load_data,
-    load_dataset,
-)
-from pyro_vae.sources import SPLIT_SEED, read_array, to_nchw
+from pyro_vae.data.builtin import DATASETS
+from pyro_vae.data.images import ImageData
+from pyro_vae.data.load import check_dataset_name, load_data, load_dataset
+from pyro_vae.data.sources import SPLIT_SEED, read_array, to_nchw
+from pyro_vae.errors import DataError
 
 
 def write_images(folder: Path, n: int, size=(6, 5), mode="RGB", ext="png", seed=0) -> list[np.ndarray]:
@@ -510,7 +506,7 @@ def tiny_config(model: str = "vae") -> RunConfig:
 
 @pytest.mark.parametrize("model", ["vae", "cvae"])
 def test_fit_on_tensors_with_labels(tmp_path, model):
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(20, 1, 4, 4, generator=g)
@@ -521,7 +517,7 @@ def test_fit_on_tensors_with_labels(tmp_path, model):
 
 
 def test_fit_on_tensors_without_labels(tmp_path):
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     x = torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     run = fit(tiny_config(), tmp_path / "run", progress=False, data=ImageData.from_tensors(x[:16], x[16:]))
@@ -530,7 +526,7 @@ def test_fit_on_tensors_without_labels(tmp_path):
 
 def test_fit_on_a_class_folder_named_in_the_config(tmp_path):
     """fit loads config.data itself: a folder of PNGs, one subfolder per class, trains a cvae."""
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     for k, c in enumerate(["left", "right"]):
         write_images(tmp_path / "images" / c, 8, size=(4, 4), mode="L", seed=k)
@@ -542,7 +538,7 @@ def test_fit_on_a_class_folder_named_in_the_config(tmp_path):
 
 
 def test_cvae_without_labels_fails_up_front(tmp_path):
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     write_images(tmp_path / "flat", 6, size=(4, 4), mode="L")
     cfg = tiny_config("cvae")

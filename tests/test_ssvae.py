@@ -13,21 +13,24 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyro_vae.config import RunConfig
-from pyro_vae.cvae import CVAE
-from pyro_vae.data import labelled_subset, load_dataset
-from pyro_vae.elbos import IncompatibleEstimator, accepted_estimators, build_elbo, check_estimator
-from pyro_vae.evaluate import class_log_likelihoods, importance_log_px, log_weights
-from pyro_vae.ssvae import (
+from pyro_vae.data.load import load_dataset
+from pyro_vae.errors import IncompatibleEstimator
+from pyro_vae.experiments.class_weight import validation_split
+from pyro_vae.experiments.draws import mean_interval
+from pyro_vae.inference.elbos import accepted_estimators, build_elbo, check_estimator
+from pyro_vae.inference.evaluate import importance_log_px, log_weights
+from pyro_vae.inference.labels import class_log_likelihoods
+from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.ssvae import (
     SSVAE,
     accuracy,
-    mean_interval,
+    labelled_subset,
     predict_with,
     semi_supervised_batches,
     train_classifier,
-    validation_split,
 )
-from pyro_vae.train import fit, resolve_defaults, resume
-from pyro_vae.vae import VAE
+from pyro_vae.models.vae import VAE
+from pyro_vae.training.train import fit, resolve_defaults, resume
 
 D, C, Z = 12, 3, 2
 
@@ -318,7 +321,7 @@ def test_validation_split_and_mean_interval():
 def test_the_recorded_estimator_is_the_one_that_ran(tmp_path):
     """A new M2 run records ``enum``; a config.json from before the ``enum`` estimator existed, which
     names ``trace`` for the TraceEnum_ELBO it ran, is read as ``enum``."""
-    from pyro_vae.train import recorded_config
+    from pyro_vae.training.train import recorded_config
 
     cfg = small_ssvae_config()
     cfg.train.epochs = 1

@@ -11,8 +11,10 @@ from test_sources import FakeShapes, fake_torchvision, write_images  # noqa: F40
 
 from pyro_vae.cli import main
 from pyro_vae.config import DataConfig, RunConfig
-from pyro_vae.data import ByteImages, DataError, load_data
-from pyro_vae.streaming import ArrayRows, DiskImages
+from pyro_vae.data.images import ByteImages
+from pyro_vae.data.load import load_data
+from pyro_vae.data.streaming import ArrayRows, DiskImages
+from pyro_vae.errors import DataError
 
 STREAM = 1e-9  # GiB: every folder streams
 TINY = ["--z-dim", "2", "--hidden-dims", "8", "--batch-size", "8", "--num-samples", "4", "--quiet", "--device", "cpu"]
@@ -60,7 +62,7 @@ def test_the_budget_decides(folder):
 @pytest.mark.parametrize("model", ["vae", "ssvae"])  # cvae's batches are vae's with labels
 def test_streamed_training_equals_in_memory_training(tmp_path, folder, model):
     """Same randperm, same floats: the same parameters to the bit, and the same metrics."""
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     runs = [fit(config(folder, b, model), tmp_path / f"run{b}", progress=False) for b in (2.0, STREAM)]
     assert runs[1].metrics["data"]["streamed"] is True and "streamed" not in runs[0].metrics["data"]
@@ -77,7 +79,7 @@ def test_streamed_training_equals_in_memory_training(tmp_path, folder, model):
     ids=["in-memory", "streamed", "streamed-dynamic", "streamed-static"],
 )
 def test_resume_equals_an_uninterrupted_run(tmp_path, folder, budget, pixels):
-    from pyro_vae.train import fit, resume
+    from pyro_vae.training.train import fit, resume
 
     whole = fit(config(folder, budget, pixels=pixels), tmp_path / "whole", progress=False)
     fit(config(folder, budget, epochs=1, pixels=pixels), tmp_path / "part", progress=False)
@@ -170,7 +172,7 @@ def test_a_streamed_torchvision_dataset_equals_the_in_memory_one(tmp_path, fake_
 
 def test_torchvision_labels_without_decoding(fake_torchvision, monkeypatch):  # noqa: F811
     """Labels come from ``targets`` (no item read); without it, from every item's target."""
-    from pyro_vae.streaming import dataset_labels
+    from pyro_vae.data.streaming import dataset_labels
 
     data, y, reads = FakeShapes(None), [0, 1, 2, 0, 1, 2, 0, 1, 2], []
     monkeypatch.setattr(FakeShapes, "__getitem__", lambda self, i: reads.append(i) or (None, y[i]))
@@ -192,7 +194,7 @@ def test_the_budget_decides_for_torchvision(fake_torchvision):  # noqa: F811
 
 @pytest.mark.parametrize("budget", [2.0, STREAM], ids=["in-memory", "streamed"])
 def test_torchvision_resume_equals_an_uninterrupted_run(tmp_path, fake_torchvision, budget):  # noqa: F811
-    from pyro_vae.train import fit, resume
+    from pyro_vae.training.train import fit, resume
 
     whole = fit(tv_config(budget), tmp_path / "whole", progress=False)
     fit(tv_config(budget, epochs=1), tmp_path / "part", progress=False)
@@ -225,7 +227,7 @@ def test_a_streamed_npy_equals_the_in_memory_one(tmp_path, shape, dtype):
 
 
 def test_a_streamed_npy_trains_as_in_memory(tmp_path):
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (20, 4, 5), dtype=np.uint8))
     runs = []
@@ -274,7 +276,7 @@ def test_a_streamed_item_unlike_the_first_is_one_line():
     a colour one among grey ones, or one of another size, is a one-line error naming the item."""
     from PIL import Image
 
-    from pyro_vae.streaming import DatasetImages
+    from pyro_vae.data.streaming import DatasetImages
 
     rng = np.random.default_rng(0)
     grey, colour = rng.integers(0, 256, (5, 4), dtype=np.uint8), rng.integers(0, 256, (5, 4, 3), dtype=np.uint8)

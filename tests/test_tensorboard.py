@@ -10,8 +10,8 @@ import torch
 
 from pyro_vae.cli import main
 from pyro_vae.config import RunConfig
-from pyro_vae.data import ImageData
-from pyro_vae.tensorboard import NUM_IMAGES, scalar_tags
+from pyro_vae.data.images import ImageData
+from pyro_vae.training.tensorboard import NUM_IMAGES, scalar_tags
 
 TINY = ["--z-dim", "2", "--hidden-dims", "8", "--batch-size", "8", "--num-samples", "4", "--quiet", "--device", "cpu"]
 
@@ -56,7 +56,7 @@ def assert_log_equals_metrics(run_dir):
 
 def test_event_file_holds_the_numbers_of_metrics_json(tmp_path):
     pytest.importorskip("tensorboard")
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     run = fit(tiny_config(), tmp_path / "run", progress=False, data=tiny_data())
     acc, rows = assert_log_equals_metrics(run.out_dir)
@@ -72,7 +72,7 @@ def test_event_file_holds_the_numbers_of_metrics_json(tmp_path):
 def test_logging_leaves_training_unchanged(tmp_path):
     """The images are drawn inside fork_rng: the same seed gives the same run with or without the log."""
     pytest.importorskip("tensorboard")
-    from pyro_vae.train import fit
+    from pyro_vae.training.train import fit
 
     runs = [
         fit(tiny_config(tensorboard=tb), tmp_path / f"run{tb}", progress=False, data=tiny_data())
@@ -87,7 +87,7 @@ def test_logging_leaves_training_unchanged(tmp_path):
 
 def test_conditional_run_and_resume_log_every_epoch_once(tmp_path):
     pytest.importorskip("tensorboard")
-    from pyro_vae.train import fit, resume
+    from pyro_vae.training.train import fit, resume
 
     data = tiny_data(labels=True)  # in an .npz: a resumed run reads its data from config.data
     arrays = {"x_train": data.train_store, "y_train": data.train_y, "x_test": data.test_store, "y_test": data.test_y}

@@ -9,21 +9,14 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import pyro_vae
-from pyro_vae.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from pyro_vae.config import RunConfig
-from pyro_vae.elbos import build_elbo
-from pyro_vae.io import atomic_write_text
-from pyro_vae.train import (
-    RunExists,
-    TrainingDiverged,
-    build_model,
-    fit,
-    load_run,
-    make_optimizer,
-    resolve_device,
-    resume,
-    train_step,
-)
+from pyro_vae.atomic import atomic_write_text
+from pyro_vae.config import RunConfig, resolve_device
+from pyro_vae.errors import CheckpointError, RunExists, TrainingDiverged
+from pyro_vae.inference.elbos import build_elbo
+from pyro_vae.models.registry import build_model
+from pyro_vae.training.checkpoint import load_checkpoint
+from pyro_vae.training.runfolder import CHECKPOINT_NAME
+from pyro_vae.training.train import fit, load_run, make_optimizer, resume, train_step
 
 
 def small_config(**train) -> RunConfig:
@@ -171,7 +164,7 @@ def test_corrupt_and_missing_checkpoints(tmp_path):
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     """An exception inside the writer (or a full disk, tests/test_runfolder.py) keeps the old file
     and leaves no temp file behind."""
-    from pyro_vae.io import atomic_write
+    from pyro_vae.atomic import atomic_write
 
     target = tmp_path / "f.json"
     atomic_write_text(target, "old")

@@ -8,9 +8,9 @@ from conftest import traces
 from pyro.infer import Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 
-from pyro_vae.evaluate import elbo_terms
-from pyro_vae.likelihoods import LIKELIHOODS, get_likelihood
-from pyro_vae.vae import VAE
+from pyro_vae.inference.evaluate import elbo_terms
+from pyro_vae.models.likelihoods import LIKELIHOODS, get_likelihood
+from pyro_vae.models.vae import VAE
 
 B, D, Z = 6, 784, 3
 

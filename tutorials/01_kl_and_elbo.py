@@ -28,7 +28,7 @@
 # - **(d)** The ELBO identity log p(x) − KL(q‖p(z|x)) = E_q[log p(x|z)] − KL(q‖p(z)), on a linear-Gaussian model
 #   where every term is known exactly.
 #
-# The computations live in `pyro_vae.kl`, `pyro_vae.linear_gaussian` and `pyro_vae.evaluate`; this notebook only
+# The computations live in `pyro_vae.theory.kl`, `pyro_vae.theory.linear_gaussian` and `pyro_vae.inference.evaluate`; this notebook only
 # calls them, prints and plots.
 #
 # **Run it**: `python tutorials/run.py 01` executes it in full and saves the outputs into the `.ipynb`;
@@ -52,9 +52,9 @@ from IPython.display import Markdown, display
 from pyro.infer import Trace_ELBO
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from pyro_vae.evaluate import elbo_terms, importance_log_px
-from pyro_vae.kl import bimodal_mixture, fit_gaussian, gaussian_kl, monte_carlo_kl
-from pyro_vae.linear_gaussian import AffineGaussianGuide, LinearGaussian
+from pyro_vae.inference.evaluate import elbo_terms, importance_log_px
+from pyro_vae.theory.kl import bimodal_mixture, fit_gaussian, gaussian_kl, monte_carlo_kl
+from pyro_vae.theory.linear_gaussian import AffineGaussianGuide, LinearGaussian
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: small sizes, the same asserts
 FIT_STEPS = 300 if SMOKE else 2000  # SGD steps of each Gaussian fit in (0) and (a)
@@ -256,7 +256,7 @@ plt.show()
 #
 # KL(p‖q) = ½ [ tr(Σ₂⁻¹Σ₁) + (μ₂ − μ₁)ᵀ Σ₂⁻¹ (μ₂ − μ₁) − k + log(det Σ₂ / det Σ₁) ].
 #
-# Below we compute it three ways: by hand from its three ingredients; with `pyro_vae.kl.gaussian_kl`, which writes
+# Below we compute it three ways: by hand from its three ingredients; with `pyro_vae.theory.kl.gaussian_kl`, which writes
 # the formula as above; and with `torch.distributions.kl_divergence`, which is what library code should use. Then we
 # estimate it with no formula at all, by Monte Carlo: KL(p‖q) ≈ mean of log p(z) − log q(z) over z ~ p.
 #
@@ -287,7 +287,7 @@ mc, mc_se = monte_carlo_kl(p, q, MC_SAMPLES)
 
 print(f"tr(Σ₂⁻¹Σ₁) = {trace_term:.4f}   Mahalanobis = {mahalanobis:.4f}   log det Σ₂/det Σ₁ = {log_det_ratio:.4f}")
 print(f"{'by hand':32s} {by_hand:.6f}")
-print(f"{'pyro_vae.kl.gaussian_kl':32s} {library:.6f}")
+print(f"{'pyro_vae.theory.kl.gaussian_kl':32s} {library:.6f}")
 print(f"{'torch kl_divergence':32s} {reference:.6f}")
 print(f"{f'Monte Carlo, {MC_SAMPLES:,} draws':32s} {mc:.6f} ± {mc_se:.6f}")
 torch.testing.assert_close(library, reference, rtol=1e-10, atol=0.0)
@@ -387,7 +387,7 @@ assert (lg.posterior_kl(x, guides["wide"]) > 0).all() and (lg.posterior_kl(x, gu
 # ### The Monte Carlo ELBO agrees with the exact one
 #
 # Training never sees the closed form: it estimates the ELBO from draws z ~ q(z|x). Pyro's `Trace_ELBO`, which
-# `pyro_vae.fit` uses, averages log p(x, z) − log q(z|x) over particles. `pyro_vae.evaluate.elbo_terms` reports the
+# `pyro_vae.fit` uses, averages log p(x, z) − log q(z|x) over particles. `pyro_vae.inference.evaluate.elbo_terms` reports the
 # reconstruction E_q[log p(x|z)] (one draw per row) and KL(q‖p(z)) (closed form when torch has one, as here)
 # separately, which is how notebook 02 reports a trained VAE. Both land within a few standard errors of the exact
 # ELBO of the wide guide.
@@ -428,7 +428,7 @@ assert abs(pyro_elbo - exact_elbo) < 5 * pyro_se
 # log p̂_K(x) = log (1/K) Σ_k p(x, z_k) / q(z_k|x)
 #
 # is, in expectation, a lower bound on log p(x) that equals the ELBO at K = 1 and rises to log p(x) as K grows.
-# `pyro_vae.evaluate.importance_log_px` computes it, and notebook 02 uses it to measure how loose a VAE's ELBO is.
+# `pyro_vae.inference.evaluate.importance_log_px` computes it, and notebook 02 uses it to measure how loose a VAE's ELBO is.
 #
 # - With the **exact** guide every weight p(x, z)/q(z|x) equals p(x), so the estimate is exact at any K.
 # - The **wide** guide reaches log p(x) after few draws (the cell after the table says how many): a proposal wider

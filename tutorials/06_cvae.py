@@ -61,8 +61,8 @@ from torch.distributions import kl_divergence
 
 import pyro_vae
 from pyro_vae import plots
-from pyro_vae.evaluate import elbo_terms
-from pyro_vae.judge import class_mean_accuracy, load_or_train_judge
+from pyro_vae.inference.evaluate import elbo_terms
+from pyro_vae.inference.judge import class_mean_accuracy, load_or_train_judge
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: tiny sizes, the same code path
 DATASET = "mnist-5k"  # "svhn" downloads SVHN (needs internet): colour 32×32 digits, conv nets, Gaussian pixels

@@ -54,8 +54,8 @@ from IPython.display import Markdown, display
 from pyro import poutine
 
 import pyro_vae
-from pyro_vae.judge import load_or_train_judge
-from pyro_vae.ssvae import SSVAE
+from pyro_vae.inference.judge import load_or_train_judge
+from pyro_vae.models.ssvae import SSVAE
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # set by tests/test_tutorials.py: tiny sizes, the same code path
 DATASET = "mnist-5k"  # 4,000 training digits; "fashion-mnist" with DATA_DIR for the README's table

@@ -18,14 +18,14 @@
 #
 # **What it teaches.** The researcher's path. You write a model/guide pair in plain Pyro, train it with Pyro's `SVI`,
 # and measure it with pyro_vae's tools, which accept any pair whose data plate is `dim=-1`:
-# `pyro_vae.evaluate.elbo_terms` (the test ELBO, its reconstruction and KL terms) and `importance_log_px` (an
+# `pyro_vae.inference.evaluate.elbo_terms` (the test ELBO, its reconstruction and KL terms) and `importance_log_px` (an
 # importance-sampled log p(x)). Two examples:
 #
 # 1. **A VAE with a mixture-of-Gaussians prior**, p(z) = Σ_k π_k N(μ_k, diag σ_k²), learned with the networks. Its
 #    KL(q‖p) has no closed form; `elbo_terms` falls back to a Monte Carlo estimate. We set it beside the library's VAE
 #    with the standard N(0, I) prior, in two latent dimensions so that the prior can be drawn.
-# 2. **A Student-t guide**, a new guide head registered with `pyro_vae.guides.register_guide`. Once registered it is
-#    one more name, and `pyro_vae.compare.compare` trains and measures it beside the library's `diag` head.
+# 2. **A Student-t guide**, a new guide head registered with `pyro_vae.inference.guides.register_guide`. Once registered it is
+#    one more name, and `pyro_vae.experiments.grid.compare` trains and measures it beside the library's `diag` head.
 #
 # **Run it**: `python tutorials/run.py 08` executes it in full and saves the outputs into the `.ipynb`;
 # `python tutorials/run.py 08 --smoke` (or `PYRO_VAE_SMOKE=1` in Jupyter's environment) runs it with tiny
@@ -55,9 +55,10 @@ from torch import nn
 from torchvision.utils import make_grid
 
 import pyro_vae
-from pyro_vae.compare import CompareConfig, compare, results_markdown
-from pyro_vae.evaluate import elbo_terms, importance_log_px
-from pyro_vae.guides import GUIDES, register_guide
+from pyro_vae.experiments.grid import CompareConfig, compare
+from pyro_vae.experiments.results import results_markdown
+from pyro_vae.inference.evaluate import elbo_terms, importance_log_px
+from pyro_vae.inference.guides import GUIDES, register_guide
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE") == "1"  # tiny sizes, the same code path
 SUBSET = (500, 200) if SMOKE else None  # (train, test) images kept in smoke mode
@@ -242,7 +243,7 @@ plt.show()
 # A guide head maps the encoder's features h, shape `(batch, feature_dim)`, to a distribution over z with batch shape
 # `(batch,)` and event shape `(z_dim,)`. This one is a Student-t with a location and scale per image and one learned
 # number of degrees of freedom ν per latent coordinate (kept above 2, so that q has a variance). torch's `StudentT`
-# has `rsample`, so pathwise estimators accept it. `register_guide` adds it to `pyro_vae.guides.GUIDES`; from then on
+# has `rsample`, so pathwise estimators accept it. `register_guide` adds it to `pyro_vae.inference.guides.GUIDES`; from then on
 # `"student-t"` works wherever a guide name does: `RunConfig`, `fit`, `compare`.
 
 
@@ -296,4 +297,4 @@ display(
 # - A new guide head is one class and one `register_guide` call; `compare` then runs it beside the built-in ones.
 # - Before trusting a new pair, test it as pyro_vae's tests do (`tests/test_guides.py` is parametrized over every
 #   registered guide): IS log p(x) with K = 1 equals the ELBO in expectation, and on the linear-Gaussian testbed of
-#   notebook 01 (`pyro_vae.linear_gaussian`) a guide family that contains the posterior must reach log p(x).
+#   notebook 01 (`pyro_vae.theory.linear_gaussian`) a guide family that contains the posterior must reach log p(x).

@@ -1,0 +1,140 @@
+"""Models by name: ``--model`` picks a class of :data:`MODELS`.
+
+Each class owns what training and evaluation need of it (:class:`pyro_vae.models.base.BaseVAE`): how it is
+built from its config, what one training batch passes to it, the estimators it accepts, its
+metrics and its plots. Register your own with :func:`register_model`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from pyro_vae.config import RunConfig, resolve_device
+from pyro_vae.errors import ConfigError, RegistryError
+from pyro_vae.inference.elbos import check_estimator
+from pyro_vae.models.base import BaseVAE
+from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.ssvae import SSVAE
+from pyro_vae.models.vae import VAE
+
+MODELS: dict[str, type[BaseVAE]] = {"vae": VAE, "cvae": CVAE, "ssvae": SSVAE}
+
+
+def register_model(name: str, cls: type[BaseVAE]) -> type[BaseVAE]:
+    """Make ``cls`` (a :class:`~pyro_vae.models.base.BaseVAE` subclass) available as ``--model name``."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseVAE)):
+        raise RegistryError(f"a model must be a subclass of pyro_vae.models.base.BaseVAE, got {cls!r}")
+    MODELS[name] = cls
+    return cls
+
+
+def get_model(name: str) -> type[BaseVAE]:
+    """:raises ValueError: for an unknown name, listing the registered ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise RegistryError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+
+
+def name_of(model: BaseVAE) -> str:
+    """The registry name of a built model."""
+    return next(name for name, cls in MODELS.items() if type(model) is cls)
+
+
+def accepting(option: str) -> list[str]:
+    """The names of the models whose config takes ``option`` (a ModelConfig field)."""
+    return [name for name, cls in MODELS.items() if option in cls.config_options]
+
+
+def semi_supervised() -> list[str]:
+    """The names of the models that train on a drawn subset of the labels."""
+    return [name for name, cls in MODELS.items() if cls.semi_supervised]
+
+
+def build_model(config: RunConfig, image_shape: tuple[int, ...], num_classes: int = 10) -> BaseVAE:
+    """The model ``config.model.model`` names (:data:`pyro_vae.models.registry.MODELS`), for images of
+    ``image_shape``, built by its class's ``from_config``.
+
+    :raises ConfigError: when training the model would need more memory than the device has
+        (a huge ``z_dim`` or ``hidden_dims``), before anything is allocated.
+    """
+    cls = get_model(config.model.model)
+    _check_model_size(cls, config, tuple(image_shape), num_classes)
+    try:
+        return cls.from_config(config.model, tuple(image_shape), num_classes)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise _too_big(config, None, None) from None
+
+
+def _too_big(config: RunConfig, params: int | None, available: int | None) -> ConfigError:
+    m = config.model
+    size = f"{params:,} parameters need about {4 * 4 * params / 2**30:.1f} GiB to train, " if params else ""
+    have = f"more than the {available / 2**30:.1f} GiB available" if available else "more memory than is available"
+    return ConfigError(
+        "z_dim",
+        f"{m.z_dim} with hidden_dims {list(m.hidden_dims)} is too large: {size}{have}; choose smaller sizes",
+    )
+
+
+def _available_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_model_size(cls: type[BaseVAE], config: RunConfig, shape: tuple[int, ...], num_classes: int) -> None:
+    """Count the parameters on the meta device (no memory) and compare weights, gradients and
+    Adam's two moments (4 float32 copies) with the memory available."""
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in cls.from_config(config.model, shape, num_classes).parameters())
+    except Exception:  # a network that cannot be built on the meta device: the real build decides
+        return
+    available = _available_memory(resolve_device(config.train.device))
+    if available is not None and 16 * params > available:
+        raise _too_big(config, params, available)
+
+
+def check_model_options(config: RunConfig) -> None:
+    """The model options and ``labels`` apply only to the models that declare them
+    (:attr:`pyro_vae.models.base.BaseVAE.config_options`, ``semi_supervised``).
+
+    :raises ConfigError: naming the option, the model given and the models that take it.
+    """
+    m = config.model
+    given = {name: getattr(m, name) for cls in MODELS.values() for name in cls.config_options}
+    given["labels"] = config.data.labels
+    for name, value in given.items():
+        takers = semi_supervised() if name == "labels" else accepting(name)
+        if value is None or m.model in takers:
+            continue
+        which = f"model {takers[0]!r}" if len(takers) == 1 else f"the models {', '.join(takers)}"
+        raise ConfigError(
+            name,
+            f"applies to {which} only, got {name}={value!r} with model {m.model!r}; drop it or use "
+            + (f"model {takers[0]!r}" if len(takers) == 1 else "one of them"),
+        )
+    if m.prior_components is not None and m.prior not in (None, "mixture"):
+        raise ConfigError(
+            "prior_components", f"applies to prior 'mixture' only, got {m.prior_components} with prior {m.prior!r}"
+        )
+
+
+def check_config(config: RunConfig) -> None:
+    """Every check a run's config passes before anything is read or written: each field
+    (:meth:`~pyro_vae.config.RunConfig.validate`), the model options against the model
+    (:func:`check_model_options`) and the estimator against the model
+    (:func:`~pyro_vae.inference.elbos.check_estimator`). ``fit``, ``resume`` and ``evaluate`` run it.
+
+    :raises ConfigError: for a field or option, naming it.
+    :raises IncompatibleEstimator: for an estimator the model does not accept.
+    """
+    config.validate()
+    check_model_options(config)
+    if config.train.elbo is not None:
+        check_estimator(get_model(config.model.model), config.train.elbo)
