@@ -33,8 +33,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_option(p: argparse.ArgumentParser, opt: Option, help_default: str | None = None) -> None:
-    """One config field as a flag; left out, it is None (the dataclass default applies)."""
-    default, text = opt.default, opt.meta["help"]
+    """One config field as a flag; left out, it is None (the dataclass default applies). Its help
+    names the models that take it and their defaults (:func:`pyro_vae.models.registry.option_note`)."""
+    from pyro_vae.models.registry import option_note
+
+    default, text = opt.default, opt.meta["help"] + option_note(opt.name)
     if help_default is None:
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         help_default = "" if default is None or default is False else f" (default {shown})"
@@ -67,20 +70,15 @@ def _csv(text: str, cast=str) -> tuple:
         raise argparse.ArgumentTypeError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
 
 
-_NOT_IN_COMPARE = {
-    "guide",
-    "elbo",
-    "seed",
-    "model",
-    "prior",
-    "labels",
-    "label_seed",
-    "class_weight",
-}  # set per cell, or VAE only
+_PER_CELL = {"guide", "elbo", "seed", "model"}  # compare sets these per cell
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pyro_vae.config import ModelConfig
     from pyro_vae.experiments.grid import CompareConfig
+    from pyro_vae.models.registry import options_only_for_others
+
+    not_in_compare = _PER_CELL | options_only_for_others(ModelConfig().model)  # compare trains the default model
 
     parser = _Parser(prog="pyro-vae", description="Variational autoencoders with Pyro.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -119,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_option(co, opt)
     for cls in (DataConfig, ModelConfig, TrainConfig):
         for opt in options_of(cls):
-            if opt.name not in _NOT_IN_COMPARE:
+            if opt.name not in not_in_compare:
                 _add_option(co, opt)
     co.add_argument("--out", required=True, help="results folder (rerun with the same --out to continue)")
     co.add_argument(
@@ -212,22 +210,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"IS {px} {f['is_log_px']:.2f} (K={f['is_num_samples']}) nats/image = {f['is_bpd']:.3f} bits/dim, "
         f"{f['pixels']} pixels"
     )
-    if "generative_accuracy" in f:
-        line += f"; generative classification accuracy {f['generative_accuracy']:.4f}"
-    if "accuracy" in f:
-        line += f"; q(y|x) test accuracy {f['accuracy']:.4f} with {f['labels']} labels"
-        line += f" (baseline classifier {f['baseline_accuracy']:.4f})"
-    if "label_fidelity" in f:
-        line += f"; {_fidelity_words(f)}"
-    print(line)
-
-
-def _fidelity_words(f: dict) -> str:
-    """``label fidelity 0.947 (judge accuracy 0.975), label sensitivity 0.41``."""
-    return (
-        f"label fidelity {f['label_fidelity']:.3f} (judge accuracy {f['judge_accuracy']:.3f}), "
-        f"label sensitivity {f['label_sensitivity']:.3f}"
-    )
+    print("; ".join([line, *run.vae.summary(f)]))
 
 
 def _read_evaluations(path: Path) -> dict:
@@ -288,19 +271,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"  {label:32s} {result[key]:10.2f} ± {result[key + '_se']:.2f}")
         print(f"  {f'gap log p(x{cond}) - ELBO':32s} {result['gap']:10.2f}")
         print(f"  {'bits/dim: ELBO, IS':32s} {result['elbo_bpd']:10.4f}, {result['is_bpd']:.4f}")
-        if "generative_accuracy" in result:
-            k = result["classify_num_samples"]
-            print(f"  {f'generative accuracy, K={k}/class':32s} {result['generative_accuracy']:10.4f}")
-        if "accuracy" in result:
-            print(f"  {'q(y|x) accuracy':32s} {result['accuracy']:10.4f}")
-        if "label_fidelity" in result:
-            per_class = " ".join(f"{v:.2f}" for v in result["label_fidelity_per_class"])
-            n = result["fidelity_samples_per_class"]
-            print(
-                f"  {'label fidelity':32s} {result['label_fidelity']:10.4f}   (per class {per_class}; {n} samples each)"
-            )
-            print(f"  {'  judge test accuracy':32s} {result['judge_accuracy']:10.4f}")
-            print(f"  {'label sensitivity':32s} {result['label_sensitivity']:10.4f}")
+        for label, value in run.vae.metric_rows(result):
+            print(f"  {label:32s} {value}")
         previous[f"{name}|{data_dir}|{pixels}|K={args.num_samples}"] = result
         atomic_write_text(path, json.dumps(previous, indent=2) + "\n")
 

@@ -99,12 +99,8 @@ class DataConfig:
         "folder with train_32x32.mat and test_32x32.mat; for folder, the image folder; for array, the .npz/.npy file",
     )
     pixels: str = option("continuous", "pixel treatment", choices=("continuous", "dynamic", "static"))
-    labels: int | None = option(
-        None, "--model ssvae: keep N training labels, balanced per class (default all)", positive=True
-    )
-    label_seed: int = option(
-        0, "--model ssvae: seed of the draw of the N labelled images, independent of --seed", minimum=0
-    )
+    labels: int | None = option(None, "keep N training labels, balanced per class (default all)", positive=True)
+    label_seed: int = option(0, "seed of the draw of the N labelled images, independent of --seed", minimum=0)
     image_size: tuple[int, ...] | None = option(
         None,
         "folder, torchvision:NAME: resize every image to H W (default: as read)",
@@ -143,26 +139,24 @@ class ModelConfig:
     flow_steps: int = option(2, "inverse autoregressive flow steps K of --guide iaf", positive=True)
     model: str = option(
         "vae",
-        "vae, cvae (conditional on the label), ssvae (semi-supervised M2), or a registered model",
+        "the model: a name in the registry of models (pyro_vae.models.registry.MODELS)",
         choices=_registry("models.registry", "MODELS"),
     )
     net: str = option("mlp", "encoder/decoder networks", choices=_registry("models.nets", "NETS"))
     prior: str | None = option(
         None,
-        "p(z|y) of --model cvae: learned per class, a learned mixture per class, or N(0, I) (default mixture)",
+        "the prior p(z|y): learned per class, a learned mixture per class, or N(0, I)",
         choices=_registry("models.cvae", "PRIORS"),
     )
-    prior_components: int | None = option(None, "Gaussians per class of --prior mixture (default 30)", positive=True)
+    prior_components: int | None = option(None, "Gaussians per class of a mixture prior", positive=True)
     kl_weight: float | None = option(
         None,
-        "--model cvae, ssvae: weight w of the KL term of z in the training loss (default: cvae 2.5, with "
-        "--prior standard 2.75; ssvae 4)",
+        "weight w of the KL term of z in the training loss",
         positive=True,
     )
     decoder_y: str | None = option(
         None,
-        "--model cvae, ssvae: the decoder reads y at its input, in every layer, or in every layer and scaling "
-        "every hidden unit (default film)",
+        "the decoder reads y at its input, in every layer, or in every layer and scaling every hidden unit",
         choices=_registry("models.nets", "DECODER_Y"),
     )
 
@@ -171,7 +165,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int | None = option(
         None,
-        "total epochs (default: the model's, vae 100, cvae 300, ssvae 100); with --resume, the new total",
+        "total epochs; with --resume, the new total",
         positive=True,
     )
     batch_size: int = option(128, "images per step", positive=True)
@@ -184,7 +178,7 @@ class TrainConfig:
     )
     elbo: str | None = option(
         None,
-        "ELBO estimator (default: the model's; trace, enum for --model ssvae)",
+        "ELBO estimator",
         choices=_registry("inference.elbos", "ELBOS"),
     )
     particles: int = option(1, "K vectorized particles per datapoint for the estimator", positive=True)
@@ -199,19 +193,17 @@ class TrainConfig:
     max_seconds: float | None = option(
         None, "time budget in seconds: stop after the epoch that reaches it (default: epochs only)", positive=True
     )
-    class_weight: float = option(
-        5.0, "--model ssvae: α'; each labelled image's −log q(y|x) weighs α = α'·N/N_labelled", minimum=0
-    )
+    class_weight: float = option(5.0, "α'; each labelled image's −log q(y|x) weighs α = α'·N/N_labelled", minimum=0)
     class_weight_grid: tuple[float, ...] | None = option(
         None,
-        "--model ssvae: choose --class-weight among these on a validation split carved from the training images "
+        "choose --class-weight among these on a validation split carved from the training images "
         "(a tenth of them, never the test set), one run each; config.json records the choice",
         minimum=0,
         metavar="A",
     )
     fidelity_samples: int = option(
         200,
-        "--model cvae, ssvae: samples per class for the label fidelity at the end (a CNN judge reads them); 0 = skip",
+        "samples per class for the label fidelity at the end (a CNN judge reads them); 0 = skip",
         minimum=0,
     )
     tensorboard: bool = option(False, "also write a TensorBoard log into RUN_DIR/tensorboard/ (the tensorboard extra)")

@@ -1,14 +1,16 @@
 """One model layer: every model has the same signature and owns its build, batches and metrics;
 the registry builds them by name; FiLM conditioning; a CVAE's marginal prior."""
 
+import ast
 import math
+from pathlib import Path
 
 import pyro
 import pytest
 import torch
 from pyro import poutine
 
-from pyro_vae.config import ModelConfig, RunConfig
+from pyro_vae.config import ModelConfig, RunConfig, options_of
 from pyro_vae.errors import ConfigError, LabelError, RegistryError
 from pyro_vae.models.nets import FiLM, get_net
 from pyro_vae.models.registry import MODELS, check_config, get_model, register_model
@@ -161,21 +163,97 @@ def test_guides_write_the_latent_site_in_the_model_file():
     pyro.clear_param_store()
 
 
-def test_callers_never_ask_which_model_they_hold():
-    """Outside the model files (vae.py, cvae.py, ssvae.py, models.py) no module branches on a
-    ``conditional`` flag or compares a model name: what differs is asked of the model class."""
-    import re
-    from pathlib import Path
+def _model_names() -> set[str]:
+    """The names a caller could branch on: registered models and the priors' choices."""
+    prior = next(o for o in options_of(ModelConfig) if o.name == "prior")
+    return set(MODELS) | set(prior.choices())
 
+
+def _asking(source: str, names: set[str], allowed: set[int] = frozenset()) -> list[int]:
+    """Lines of ``source`` with a string literal equal to one of ``names`` (docstrings aside) or
+    an attribute ``.conditional``."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if node.value in names and node.lineno not in allowed:
+                lines.add(node.lineno)
+        elif isinstance(node, ast.Attribute) and node.attr == "conditional":
+            lines.add(node.lineno)
+    return sorted(lines)
+
+
+def test_callers_never_ask_which_model_they_hold():
+    """Outside ``pyro_vae/models/`` no string literal names a registered model or prior, and no
+    code asks a ``conditional`` flag: what differs is asked of the model class. The one literal
+    allowed is the default of ``--model`` in ``config.py``."""
     import pyro_vae
 
     package = Path(pyro_vae.__file__).parent
-    asking = re.compile(r"\.conditional\b|[=!]=\s*[\"'](?:vae|cvae|ssvae)[\"']|in \([^)]*[\"'](?:cvae|ssvae)[\"']")
+    names = _model_names()
+    config_source = (package / "config.py").read_text()
+    default_line = next(
+        i for i, line in enumerate(config_source.splitlines(), 1) if line.strip() == f'"{ModelConfig().model}",'
+    )
     offenders = [
-        f"{path.name}:{number}: {line.strip()}"
-        for path in sorted(package.glob("*.py"))
-        if path.name not in ("vae.py", "cvae.py", "ssvae.py", "models.py")
-        for number, line in enumerate(path.read_text().splitlines(), 1)
-        if asking.search(line)
+        f"{path.relative_to(package.parent)}:{line}"
+        for path in sorted(package.rglob("*.py"))
+        if "models" not in path.relative_to(package).parts
+        for line in _asking(path.read_text(), names, {default_line} if path.name == "config.py" else set())
     ]
     assert not offenders, offenders
+
+
+def test_the_guard_sees_a_branch_on_a_model_name():
+    source = (
+        'def f(config):\n    """The cvae."""\n'
+        '    if config.model.model == "cvae":\n        return config.prior in ("mixture",)\n'
+    )
+    assert _asking(source, _model_names()) == [3, 4]
+    assert _asking("x = run.vae.conditional\n", _model_names()) == [1]
+
+
+def test_option_help_names_no_model_and_the_cli_takes_its_choices_from_the_registries():
+    """Help texts of the config fields are the models' business (``option_note`` adds them), and a
+    newly registered model, guide or estimator is a ``--help`` choice at once."""
+    import re
+
+    from pyro_vae.cli import build_parser
+    from pyro_vae.config import DataConfig, TrainConfig
+    from pyro_vae.inference.guides import GUIDES
+
+    words = re.compile(r"\b(" + "|".join(sorted(MODELS)) + r")\b")
+    for cls in (DataConfig, ModelConfig, TrainConfig):
+        for opt in options_of(cls):
+            assert not words.search(opt.meta["help"]), (opt.name, opt.meta["help"])
+
+    class Mine(VAE):
+        pass
+
+    register_model("mine", Mine)
+    try:
+        train = next(
+            a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.dest == "model"
+        )
+        assert list(train.choices) == list(MODELS)
+        guide = next(
+            a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.dest == "guide"
+        )
+        assert list(guide.choices) == list(GUIDES)
+        kl = next(
+            a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.dest == "kl_weight"
+        )
+        assert kl.help == (
+            "weight w of the KL term of z in the training loss (--model cvae, ssvae; default cvae 2.5 "
+            "(2.75 with --prior standard), ssvae 4)"
+        )
+    finally:
+        del MODELS["mine"]

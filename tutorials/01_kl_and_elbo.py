@@ -28,7 +28,8 @@
 # - **(d)** The ELBO identity log p(x) − KL(q‖p(z|x)) = E_q[log p(x|z)] − KL(q‖p(z)), on a linear-Gaussian model
 #   where every term is known exactly.
 #
-# The computations live in `pyro_vae.theory.kl`, `pyro_vae.theory.linear_gaussian` and `pyro_vae.inference.evaluate`; this notebook only
+# The computations live in `pyro_vae.theory.kl`, `pyro_vae.theory.linear_gaussian` and `pyro_vae.inference.evaluate`;
+# this notebook only
 # calls them, prints and plots.
 #
 # **Run it**: `python tutorials/run.py 01` executes it in full and saves the outputs into the `.ipynb`;
@@ -256,7 +257,8 @@ plt.show()
 #
 # KL(p‖q) = ½ [ tr(Σ₂⁻¹Σ₁) + (μ₂ − μ₁)ᵀ Σ₂⁻¹ (μ₂ − μ₁) − k + log(det Σ₂ / det Σ₁) ].
 #
-# Below we compute it three ways: by hand from its three ingredients; with `pyro_vae.theory.kl.gaussian_kl`, which writes
+# Below we compute it three ways: by hand from its three ingredients; with `pyro_vae.theory.kl.gaussian_kl`, which
+# writes
 # the formula as above; and with `torch.distributions.kl_divergence`, which is what library code should use. Then we
 # estimate it with no formula at all, by Monte Carlo: KL(p‖q) ≈ mean of log p(z) − log q(z) over z ~ p.
 #
@@ -387,7 +389,8 @@ assert (lg.posterior_kl(x, guides["wide"]) > 0).all() and (lg.posterior_kl(x, gu
 # ### The Monte Carlo ELBO agrees with the exact one
 #
 # Training never sees the closed form: it estimates the ELBO from draws z ~ q(z|x). Pyro's `Trace_ELBO`, which
-# `pyro_vae.fit` uses, averages log p(x, z) − log q(z|x) over particles. `pyro_vae.inference.evaluate.elbo_terms` reports the
+# `pyro_vae.fit` uses, averages log p(x, z) − log q(z|x) over particles. `pyro_vae.inference.evaluate.elbo_terms`
+# reports the
 # reconstruction E_q[log p(x|z)] (one draw per row) and KL(q‖p(z)) (closed form when torch has one, as here)
 # separately, which is how notebook 02 reports a trained VAE. Both land within a few standard errors of the exact
 # ELBO of the wide guide.
@@ -428,7 +431,8 @@ assert abs(pyro_elbo - exact_elbo) < 5 * pyro_se
 # log p̂_K(x) = log (1/K) Σ_k p(x, z_k) / q(z_k|x)
 #
 # is, in expectation, a lower bound on log p(x) that equals the ELBO at K = 1 and rises to log p(x) as K grows.
-# `pyro_vae.inference.evaluate.importance_log_px` computes it, and notebook 02 uses it to measure how loose a VAE's ELBO is.
+# `pyro_vae.inference.evaluate.importance_log_px` computes it, and notebook 02 uses it to measure how loose a VAE's
+# ELBO is.
 #
 # - With the **exact** guide every weight p(x, z)/q(z|x) equals p(x), so the estimate is exact at any K.
 # - The **wide** guide reaches log p(x) after few draws (the cell after the table says how many): a proposal wider

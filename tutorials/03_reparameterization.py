@@ -34,7 +34,8 @@
 #   It differentiates f *through* the sample, using ∂f/∂z, and needs a q that can be written this way.
 #
 # Both are unbiased; they differ in variance, and variance decides how fast stochastic optimization converges.
-# We compare four estimators from `pyro_vae.inference.elbos.ELBOS` with guide heads from `pyro_vae.inference.guides.GUIDES`:
+# We compare four estimators from `pyro_vae.inference.elbos.ELBOS` with guide heads from
+# `pyro_vae.inference.guides.GUIDES`:
 #
 # | label | estimator | guide head | gradient |
 # |---|---|---|---|

@@ -17,7 +17,8 @@
 # # Swapping the guide
 #
 # The ELBO is log p(x) − KL(q(z|x) ‖ p(z|x)) (notebook 01), so how close the bound can get to log p(x) depends on
-# which distributions the guide q can express. `pyro_vae` keeps guides in a registry, `pyro_vae.inference.guides.GUIDES`, and
+# which distributions the guide q can express. `pyro_vae` keeps guides in a registry,
+# `pyro_vae.inference.guides.GUIDES`, and
 # any registered head works with the same model, the same data and the same estimator. Swapping one is one field:
 # `config.model.guide = "iaf"` (or `pyro-vae train --guide iaf`). Three families:
 #
@@ -92,7 +93,8 @@ def knn_accuracy(train_codes, train_y, test_codes, test_y, k=5):
 # affine in x, and its covariance does not depend on x. We fit each guide with `stl` and 16 particles (Adam, learning
 # rate 0.05), low-variance settings, so that what remains is the family's limit rather than optimization noise.
 # For `diag` and `fullcov` the KL is exact; for `iaf` it is log p(x) minus a Monte Carlo ELBO from
-# `pyro_vae.inference.evaluate.log_weights`, with its standard error over the particles. The Monte Carlo estimate is checked
+# `pyro_vae.inference.evaluate.log_weights`, with its standard error over the particles. The Monte Carlo estimate is
+# checked
 # against the exact KL on the two Gaussian guides.
 
 # %%

@@ -16,7 +16,8 @@
 # %% [markdown]
 # # Comparing ELBO estimators
 #
-# `pyro_vae.inference.elbos.ELBOS` registers several ways to turn draws z ~ q(z|x) into a training signal. They differ in the
+# `pyro_vae.inference.elbos.ELBOS` registers several ways to turn draws z ~ q(z|x) into a training signal. They differ
+# in the
 # **bound** they maximize and in the **gradient estimator** they use for it:
 #
 # | name | bound | gradient |
@@ -31,7 +32,8 @@
 # has a subtler cost that Rainforth et al. (2018) pointed out: as K grows, the *encoder's* gradient gets weaker
 # relative to its noise. `dreg` is the fix of Tucker et al.
 #
-# `pyro_vae.experiments.grid.compare` trains every cell of a grid on equal footing (same data, network, optimizer, epochs and
+# `pyro_vae.experiments.grid.compare` trains every cell of a grid on equal footing (same data, network, optimizer,
+# epochs and
 # seed), then measures each: test ELBO, IS log p(x), the gap, active units, the gradient signal-to-noise ratio of
 # the cell's own estimator, and seconds per epoch. We run it for the `diag` guide and four estimators, then measure
 # the effect of Rainforth et al. directly.
@@ -162,7 +164,8 @@ display(
 # %% [markdown]
 # ## Gradient signal-to-noise ratio
 #
-# `pyro_vae.inference.diagnostics.gradient_snr` draws M gradients of an estimator at fixed parameters on a fixed minibatch
+# `pyro_vae.inference.diagnostics.gradient_snr` draws M gradients of an estimator at fixed parameters on a fixed
+# minibatch
 # and reports, per parameter group, the mean over parameters of |mean of the draws| / sd of the draws. An SNR below
 # 1 means a single step is mostly noise. (An estimate from M draws has a floor: a parameter with no signal at all
 # still scores about √(2/(πM)) on average.) The table's SNR columns are measured at the end of each cell's training:

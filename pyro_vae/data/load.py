@@ -1,4 +1,12 @@
-"""TODO docstring."""
+"""Data by name, in one entry point: :func:`load_data` reads what a
+:class:`~pyro_vae.config.DataConfig` names, a built-in dataset (:data:`pyro_vae.data.builtin.DATASETS`)
+or one of the user's own sources in :data:`SOURCES` (an image folder, a NumPy file,
+``torchvision:NAME``; read by :mod:`pyro_vae.data.sources`, streamed from disk by
+:mod:`pyro_vae.data.streaming` when larger than ``max_data_memory``).
+
+:func:`check_data_config` checks a config before anything is read, so that a bad option fails
+before a run folder is made.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +33,6 @@ from pyro_vae.data.sources import (
 )
 from pyro_vae.errors import DataError, RegistryError
 
-# ----------------------------------------------------------------------------- one entry point
 SOURCES: dict[str, Callable[[DataConfig], Source]] = {
     "folder": lambda d: read_folder(
         d.data_dir, image_size=d.image_size, channels=d.channels, test_fraction=d.test_fraction
@@ -35,15 +42,11 @@ SOURCES: dict[str, Callable[[DataConfig], Source]] = {
         d.dataset, d.data_dir, image_size=d.image_size, channels=d.channels, test_fraction=d.test_fraction
     ),
 }  # a key ending in ":" is a prefix: torchvision:NAME
-
-
 SOURCE_OPTIONS = {  # the DataConfig fields (default None) each source reads
     "folder": ("image_size", "channels"),
     "array": ("layout",),
     TORCHVISION_PREFIX: ("image_size", "channels"),
 }
-
-
 DATASET_FORMS = (
     *DATASETS,
     "folder (--data-dir DIR)",

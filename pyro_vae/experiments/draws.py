@@ -55,7 +55,7 @@ def label_draws(
 ) -> tuple[list[dict], dict]:
     """Train ``config`` once per label seed into ``out_dir`` and summarize the draws.
 
-    :param config: a semi-supervised run (``config.model.model = "ssvae"`` with ``config.data.labels``).
+    :param config: a run of a semi-supervised model (``semi_supervised``) with ``config.data.labels``.
     :param label_seeds: at least two distinct seeds of the labelled subset.
     :returns: ``(rows, summary)``: one row per draw (its label seed and final metrics), and for each
         key of :data:`SUMMARIZED` present in every row, ``{"mean", "half_width", "draws"}``. Both are

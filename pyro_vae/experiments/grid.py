@@ -101,9 +101,14 @@ class CompareConfig:
         estimator, seed; not the device, whether the networks are compiled, the data's memory budget,
         nor whether a TensorBoard log is written) and the SNR measurement; grids made before these options match."""
         run = config.to_dict()
-        for key in ("device", "compile", "tensorboard", "fidelity_samples"):  # the last: conditional models only
+        for key in (
+            "device",
+            "compile",
+            "tensorboard",
+            "fidelity_samples",
+        ):  # the last: conditional models read it
             run["train"].pop(key)
-        for key in ("max_data_memory", "label_seed"):  # the last: ssvae only
+        for key in ("max_data_memory", "label_seed"):  # the last: read by semi-supervised models alone
             run["data"].pop(key)
         fingerprint = {"run": run, "snr_estimates": self.snr_estimates, "snr_batch_size": self.snr_batch_size}
         return json.loads(json.dumps(fingerprint))  # as fingerprint.json reads back (tuples as lists)

@@ -9,7 +9,7 @@ From Pyro (:data:`ELBOS`):
   log-mean-exp over particles taken per datapoint.
 - ``renyi``: ``RenyiELBO`` with a chosen α ∉ {1}.
 - ``enum``: ``TraceEnum_ELBO``, which sums discrete latent sites marked for enumeration exactly
-  (M2's class y); the only estimator :class:`pyro_vae.SSVAE` accepts.
+  (M2's class y); :class:`pyro_vae.SSVAE` accepts it and ``tracegraph`` (y sampled, with a baseline).
 
 A model declares what it accepts: ``estimators``, a tuple of names (``None``: every estimator
 that enumerates nothing), and ``default_estimator``. :func:`check_estimator` fails up front with

@@ -5,14 +5,8 @@
 - :func:`importance_log_px`: per datapoint, log (1/K) Σ_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x),
   vectorized over K in chunks of bounded memory (sized to the networks by :func:`chunk_for_memory`).
 
-For conditional models (``model(x, y)``, ``sample(n, y)``, ``decode(z, y)``, ``encode(x, y)``):
-
-- :func:`class_log_likelihoods` and :func:`generative_classify`: log p̂(x|y = k) for every class,
-  and argmax_y of it;
-- :func:`label_fidelity`: the fraction of the samples asked for class k that a judge classifier
-  (:mod:`pyro_vae.inference.judge`) reads as k;
-- :func:`label_sensitivity`: how much the decoded image moves when only the label changes;
-- :func:`conditional_metrics`: the three of them for a run's final metrics.
+The metrics of conditional models (generative classification, label fidelity and sensitivity)
+are in :mod:`pyro_vae.inference.labels`.
 
 References: Burda, Grosse & Salakhutdinov, *Importance Weighted Autoencoders*, ICLR 2016.
 """

@@ -62,6 +62,11 @@ class BaseVAE(nn.Module):
     :cvar defaults: the values a new run records for those options left out.
     :cvar legacy: what a ``config.json`` written before an option existed was built with
         (:func:`pyro_vae.training.train.recorded_config` fills them in).
+    :cvar reads: the :class:`~pyro_vae.config.DataConfig` and :class:`~pyro_vae.config.TrainConfig`
+        fields that only some models read (``labels``, ``class_weight``, ``fidelity_samples``…),
+        for the checks and the ``--help`` of :func:`pyro_vae.models.registry.option_note`.
+    :cvar option_notes: how ``--help`` words this model's default of an option where the value in
+        :attr:`defaults` alone would mislead.
     :cvar semi_supervised: trains on a drawn subset of the labels (``--labels``, ``--label-seed``).
     :cvar evidence: what :meth:`evaluation_args` make the test ELBO bound: ``"log p(x)"`` or ``"log p(x|y)"``.
     """
@@ -70,7 +75,9 @@ class BaseVAE(nn.Module):
     default_estimator = "trace"
     default_epochs = 100
     config_options: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
     defaults: dict = {}
+    option_notes: dict = {}
     legacy: dict = {}
     semi_supervised = False
     num_classes = 0  # labels lie in 0..num_classes−1; 0: the model takes none
@@ -139,6 +146,21 @@ class BaseVAE(nn.Module):
         """The option values a new run with model config ``m`` records where ``m`` leaves them out."""
         return dict(cls.defaults)
 
+    @classmethod
+    def legacy_for(cls, m) -> dict:
+        """The option values a ``config.json`` written before they existed was built with
+        (:attr:`legacy`), for model config ``m``."""
+        return dict(cls.legacy)
+
+    @classmethod
+    def default_of(cls, option: str) -> str | None:
+        """How ``--help`` words this model's default of a config field, or None where it has none
+        of its own."""
+        if option in cls.option_notes:
+            return cls.option_notes[option]
+        own = {"epochs": cls.default_epochs, "elbo": cls.default_estimator, **cls.defaults}
+        return None if option not in own else f"{own[option]:g}" if isinstance(own[option], float) else str(own[option])
+
     # -- what training and evaluation pass to model and guide
     @classmethod
     def check_data(cls, data, config) -> None:
@@ -174,6 +196,17 @@ class BaseVAE(nn.Module):
     def run_metrics(self, data, config, steps: int) -> dict:
         """Added to the final metrics of a training run (``steps``: the optimizer steps it took)."""
         return {}
+
+    # -- how the commands report those metrics
+    def summary(self, final: dict) -> list[str]:
+        """Phrases that ``pyro-vae train`` adds to its closing line for this model's own entries of
+        the final metrics ``final`` (beyond the bounds every model reports)."""
+        return []
+
+    def metric_rows(self, result: dict) -> list[tuple[str, str]]:
+        """``(label, value)`` rows that ``pyro-vae evaluate`` prints after the bounds, for this
+        model's own entries of ``result``."""
+        return []
 
     @property
     def run_plots(self) -> tuple[str, ...]:
@@ -279,6 +312,35 @@ class ConditionalModel(BaseVAE):
     def train_batches(self, data, config) -> Iterator[tuple]:
         """``(x, y)`` batches of the labelled training images."""
         return batches(data.epoch_train_x(), config.train.batch_size, data.train_y)
+
+    reads = ("fidelity_samples",)
+
+    def summary(self, final: dict) -> list[str]:
+        """Generative classification accuracy, and label fidelity and sensitivity where measured."""
+        out = []
+        if "generative_accuracy" in final:
+            out.append(f"generative classification accuracy {final['generative_accuracy']:.4f}")
+        if "label_fidelity" in final:
+            out.append(
+                f"label fidelity {final['label_fidelity']:.3f} (judge accuracy {final['judge_accuracy']:.3f}), "
+                f"label sensitivity {final['label_sensitivity']:.3f}"
+            )
+        return out
+
+    def metric_rows(self, result: dict) -> list[tuple[str, str]]:
+        rows = []
+        if "generative_accuracy" in result:
+            k = result["classify_num_samples"]
+            rows.append((f"generative accuracy, K={k}/class", f"{result['generative_accuracy']:10.4f}"))
+        if "label_fidelity" in result:
+            per_class = " ".join(f"{v:.2f}" for v in result["label_fidelity_per_class"])
+            n = result["fidelity_samples_per_class"]
+            rows += [
+                ("label fidelity", f"{result['label_fidelity']:10.4f}   (per class {per_class}; {n} samples each)"),
+                ("  judge test accuracy", f"{result['judge_accuracy']:10.4f}"),
+                ("label sensitivity", f"{result['label_sensitivity']:10.4f}"),
+            ]
+        return rows
 
     def data_metrics(self, data, data_dir: str | None, n_per_class: int) -> dict:
         """Label fidelity (``n_per_class`` samples per class, read by a judge trained on all of

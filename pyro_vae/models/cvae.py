@@ -107,16 +107,28 @@ class CVAE(ConditionalModel):
     evidence = "log p(x|y)"
     defaults = {"prior": "mixture", "prior_components": 30, "kl_weight": 2.5, "decoder_y": "film"}
     standard_kl_weight = 2.75  # the default w of prior="standard": N(0, I) cannot move to the codes
+    option_notes = {"kl_weight": "2.5 (2.75 with --prior standard)"}
 
     @classmethod
     def defaults_for(cls, m) -> dict:
-        """The defaults for a config whose prior may be chosen: w = 2.75 with the standard prior."""
+        """The defaults for a config whose prior may be chosen: w = 2.75 with the standard prior, and
+        mixture components only for a mixture prior."""
         out = super().defaults_for(m)
         if (m.prior or out["prior"]) == "standard":
             out["kl_weight"] = cls.standard_kl_weight
-        return out
+        return cls._components_only_for_mixture(m, out)
 
     legacy = {"prior": "learned", "prior_components": 30, "kl_weight": 1.0, "decoder_y": "input"}
+
+    @classmethod
+    def legacy_for(cls, m) -> dict:
+        return cls._components_only_for_mixture(m, super().legacy_for(m))
+
+    @staticmethod
+    def _components_only_for_mixture(m, values: dict) -> dict:
+        if (m.prior or values.get("prior")) != "mixture":
+            values.pop("prior_components", None)
+        return values
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from pyro_vae.config import RunConfig, resolve_device
+from pyro_vae.config import RunConfig, options_of, resolve_device
 from pyro_vae.errors import ConfigError, RegistryError
 from pyro_vae.inference.elbos import check_estimator
 from pyro_vae.models.base import BaseVAE
@@ -38,14 +38,35 @@ def get_model(name: str) -> type[BaseVAE]:
         raise RegistryError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
 
 
-def name_of(model: BaseVAE) -> str:
-    """The registry name of a built model."""
-    return next(name for name, cls in MODELS.items() if type(model) is cls)
+def _own_options(cls: type[BaseVAE]) -> tuple[str, ...]:
+    return (*cls.config_options, *cls.reads)
 
 
 def accepting(option: str) -> list[str]:
-    """The names of the models whose config takes ``option`` (a ModelConfig field)."""
-    return [name for name, cls in MODELS.items() if option in cls.config_options]
+    """The names of the models that take config field ``option``: those that declare it
+    (:attr:`~pyro_vae.models.base.BaseVAE.config_options`, :attr:`~pyro_vae.models.base.BaseVAE.reads`),
+    or every model for a field that none declares (``z_dim``, ``lr``…)."""
+    takers = [name for name, cls in MODELS.items() if option in _own_options(cls)]
+    return takers or list(MODELS)
+
+
+def options_only_for_others(name: str) -> set[str]:
+    """The config fields that some models take and model ``name`` does not."""
+    own = set(_own_options(get_model(name)))
+    return {o for cls in MODELS.values() for o in _own_options(cls)} - own
+
+
+def option_note(option: str) -> str:
+    """What ``--help`` adds to config field ``option``'s help: the models that take it, when not
+    all do, and each model's default of it, e.g. ``"(--model cvae, ssvae; default cvae 2.5, ssvae 4)"``;
+    ``""`` for a field every model takes with the dataclass default."""
+    takers = accepting(option)
+    defaults = [(name, MODELS[name].default_of(option)) for name in takers]
+    defaults = [f"{name} {d}" for name, d in defaults if d is not None]
+    parts = ([] if len(takers) == len(MODELS) else [f"--model {', '.join(takers)}"]) + (
+        [f"default {', '.join(defaults)}"] if defaults else []
+    )
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def semi_supervised() -> list[str]:
@@ -101,16 +122,19 @@ def _check_model_size(cls: type[BaseVAE], config: RunConfig, shape: tuple[int, .
 
 
 def check_model_options(config: RunConfig) -> None:
-    """The model options and ``labels`` apply only to the models that declare them
-    (:attr:`pyro_vae.models.base.BaseVAE.config_options`, ``semi_supervised``).
+    """The options that only some models take (:attr:`~pyro_vae.models.base.BaseVAE.config_options`,
+    :attr:`~pyro_vae.models.base.BaseVAE.reads`) apply only to those: one given (not ``None``) to
+    another model is refused.
 
     :raises ConfigError: naming the option, the model given and the models that take it.
     """
     m = config.model
-    given = {name: getattr(m, name) for cls in MODELS.values() for name in cls.config_options}
-    given["labels"] = config.data.labels
+    fields = {o.name: (section, o) for section in (config.data, m, config.train) for o in options_of(type(section))}
+    declared = dict.fromkeys(name for cls in MODELS.values() for name in _own_options(cls))
+    # an option whose default is None is given when set; one with a value by default cannot tell
+    given = {n: getattr(fields[n][0], n) for n in declared if n in fields and fields[n][1].default is None}
     for name, value in given.items():
-        takers = semi_supervised() if name == "labels" else accepting(name)
+        takers = accepting(name)
         if value is None or m.model in takers:
             continue
         which = f"model {takers[0]!r}" if len(takers) == 1 else f"the models {', '.join(takers)}"

@@ -99,6 +99,7 @@ class SSVAE(ConditionalModel):
     default_estimator = "enum"
     semi_supervised = True  # trains on a drawn subset of the labels (config.data.labels, label_seed)
     config_options = ("kl_weight", "decoder_y")
+    reads = (*ConditionalModel.reads, "labels", "label_seed", "class_weight", "class_weight_grid")
     defaults = {"kl_weight": 4.0, "decoder_y": "input"}
     legacy = {"kl_weight": 4.0, "decoder_y": "input"}
 
@@ -209,6 +210,23 @@ class SSVAE(ConditionalModel):
     # -- what a run reports
     def epoch_metrics(self, data) -> dict:
         return {"test_accuracy": accuracy(self.classify, data.test_x, data.test_y)}
+
+    def summary(self, final: dict) -> list[str]:
+        """Also q(y|x)'s accuracy against the baseline classifier's."""
+        out = super().summary(final)
+        if "accuracy" in final:
+            out.insert(
+                min(1, len(out)),
+                f"q(y|x) test accuracy {final['accuracy']:.4f} with {final['labels']} labels "
+                f"(baseline classifier {final['baseline_accuracy']:.4f})",
+            )
+        return out
+
+    def metric_rows(self, result: dict) -> list[tuple[str, str]]:
+        rows = super().metric_rows(result)
+        if "accuracy" in result:
+            rows.insert(min(1, len(rows)), ("q(y|x) accuracy", f"{result['accuracy']:10.4f}"))
+        return rows
 
     def extra_metrics(self, x: Tensor, y: Tensor | None, num_samples: int) -> dict:
         """The test accuracy of q(y|x), and that of the model's own posterior p(y|x)

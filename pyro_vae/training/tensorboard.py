@@ -17,7 +17,6 @@ The ``tensorboard`` package is an extra: ``pip install -e ".[tensorboard]"``.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -26,12 +25,6 @@ from torch import Tensor
 LOG_DIR = "tensorboard"  # inside the run folder
 IMAGE_SEED = 0  # the draws of the logged samples: the same z every epoch
 NUM_IMAGES = 8  # test images reconstructed; samples drawn (per class: at least one)
-INSTALL = 'pip install -e ".[tensorboard]"'
-
-
-def available() -> bool:
-    """Whether the ``tensorboard`` package is installed (``torch.utils.tensorboard`` needs it)."""
-    return importlib.util.find_spec("tensorboard") is not None
 
 
 def scalar_tags(row: dict) -> dict[str, float]:

@@ -65,12 +65,10 @@ class Run:
 
 
 def _fill_options(config: RunConfig, values: dict) -> None:
-    """Set the model options left ``None`` in ``config`` to ``values``; ``prior_components`` only
-    with a mixture prior."""
-    m = config.model
+    """Set the model options left ``None`` in ``config`` to ``values`` (the model's, for this config)."""
     for name, value in values.items():
-        if getattr(m, name) is None and (name != "prior_components" or (m.prior or "mixture") == "mixture"):
-            setattr(m, name, value)
+        if getattr(config.model, name) is None:
+            setattr(config.model, name, value)
 
 
 def resolve_defaults(config: RunConfig) -> RunConfig:
@@ -97,7 +95,7 @@ def recorded_config(path: Path) -> RunConfig:
         config.train.elbo = cls.default_estimator
     if config.train.epochs is None:
         config.train.epochs = cls.default_epochs
-    _fill_options(config, cls.legacy)
+    _fill_options(config, cls.legacy_for(config.model))
     return config
 
 
