@@ -392,9 +392,10 @@ def _early_lock(argv: list[str]) -> RunLock | None:
 
 
 def _print_error(line: str) -> None:
-    """One line on stderr; under ``torchrun``, from rank 0 alone (every rank meets the same error)."""
+    """One line on stderr (a message of several lines is joined with "; "); under ``torchrun``, from
+    rank 0 alone (every rank meets the same error)."""
     if writes_run_folders():
-        print(line, file=sys.stderr)
+        print("; ".join(part.strip() for part in line.splitlines() if part.strip()), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
