@@ -1,0 +1,1 @@
+"""The theory, checked: KL divergences and the exact linear-Gaussian testbed."""
