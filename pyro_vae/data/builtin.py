@@ -113,6 +113,7 @@ def _svhn(data_dir: str | None) -> Raw:
     return xtr, ytr, xte, yte
 
 
+#: The built-in sets by ``--dataset`` name: each loader returns train images, labels, test images, labels.
 DATASETS: dict[str, Callable[[str | None], Raw]] = {
     "mnist-5k": _mnist_5k,
     "mnist": _torchvision("MNIST"),

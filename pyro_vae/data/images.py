@@ -31,6 +31,7 @@ from torch import Tensor
 from pyro_vae.data.sources import Source, class_names, labels_array, read_dataset, split_train_test
 from pyro_vae.errors import DataError, ImageError, RegistryError
 
+#: The ``--pixels`` treatments: grey values in [0, 1], binarized anew every epoch, or binarized once.
 PIXELS = ("continuous", "dynamic", "static")
 BINARIZE_SEED = 0  # the fixed seed of static binarization (and of the dynamic test set)
 

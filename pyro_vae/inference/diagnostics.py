@@ -3,7 +3,7 @@
 - :func:`active_units`: a latent dimension u is active when Cov_x(E_q[z_u|x]) > 0.01.
 - :func:`gradient_snr`: for a fixed minibatch and fixed parameters, draw M gradient estimates of
   an estimator and report, per parameter group (encoder, decoder), the signal-to-noise ratio
-  |E[g]| / sd(g) averaged over parameters, and the average variance.
+  ``|E[g]| / sd(g)`` averaged over parameters, and the average variance.
 
 References:
     Burda, Grosse & Salakhutdinov, *Importance Weighted Autoencoders*, ICLR 2016 (active units).

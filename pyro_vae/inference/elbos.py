@@ -124,6 +124,7 @@ def _renyi(fixed_alpha: float | None):
     return make
 
 
+#: Estimators by ``--elbo`` name; add one with :func:`register_elbo`.
 ELBOS: dict[str, Estimator] = {}
 
 

@@ -144,6 +144,7 @@ class GuideSpec:
     options: tuple[str, ...] = ()
 
 
+#: Guide heads by ``--guide`` name; add one with :func:`register_guide`.
 GUIDES: dict[str, GuideSpec] = {}
 
 
@@ -182,7 +183,7 @@ def build_head(name: str, feature_dim: int, z_dim: int, **config_fields) -> nn.M
 
 
 class Encoder(nn.Module):
-    """q(z|inputs) = head(body(*inputs)): a feature network followed by a guide head.
+    """q(z|inputs) = ``head(body(*inputs))``: a feature network followed by a guide head.
 
     :param nn.Module body: maps the inputs (e.g. ``x`` of shape ``(batch, D)``) to features
         ``(batch, feature_dim)``.

@@ -97,7 +97,7 @@ def label_sensitivity(model, x: Tensor, y: Tensor, seed: int = 0) -> float:
 
     Each image is encoded with its own label (z the mean of q(z|x, y)), then decoded with its
     label and with another one, y' = y + u mod K with u uniform on 1..K−1. The numerator is the
-    mean |decode(z, y') − decode(z, y)| over pixels and images; the denominator the mean |x_i − x_j|
+    mean ``|decode(z, y') − decode(z, y)|`` over pixels and images; the denominator the mean ``|x_i − x_j|``
     over pixels, for each image x_i paired with another test image x_j (a random derangement).
     About 0 for a decoder that ignores y; about 1 when a change of label changes the image as much
     as drawing another image does.

@@ -58,6 +58,7 @@ def _gaussian(params: Tensor) -> dist.TorchDistribution:
     return dist.Normal(raw_loc.sigmoid(), F.softplus(raw_scale) + MIN_PIXEL_SCALE).to_event(1)
 
 
+#: Pixel likelihoods by ``--likelihood`` name.
 LIKELIHOODS: dict[str, Likelihood] = {
     "bernoulli": Likelihood("bernoulli", 1, True, _bernoulli),
     "continuous-bernoulli": Likelihood("continuous-bernoulli", 1, True, _continuous_bernoulli),

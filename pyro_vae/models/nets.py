@@ -264,6 +264,7 @@ def _d(image_shape: Sequence[int]) -> int:
     return int(torch.Size(image_shape).numel())
 
 
+#: Encoder and decoder networks by ``--net`` name.
 NETS: dict[str, Net] = {
     "mlp": Net(
         "mlp",

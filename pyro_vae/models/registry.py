@@ -19,6 +19,7 @@ from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.ssvae import SSVAE
 from pyro_vae.models.vae import VAE
 
+#: Model classes by ``--model`` name; add one with :func:`register_model`.
 MODELS: dict[str, type[BaseVAE]] = {"vae": VAE, "cvae": CVAE, "ssvae": SSVAE}
 
 
