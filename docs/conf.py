@@ -44,6 +44,7 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 templates_path = ["_templates"]
+smartquotes_action = "qe"  # keep "--flag" as typed (the CLI help), not an en dash
 nitpicky = True  # every broken cross-reference is a warning, also on Read the Docs
 
 # -- Markdown and notebooks ------------------------------------------------------------------------
@@ -60,7 +61,8 @@ autodoc_default_options = {"show-inheritance": True}  # members: in the class te
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
-autoclass_content = "both"
+autoclass_content = "class"  # the class docstring states the parameters; __init__ would add torch's
+autodoc_inherit_docstrings = False  # an undocumented forward() is not nn.Module.forward
 napoleon_google_docstring = False
 napoleon_numpy_docstring = False
 add_module_names = False

@@ -253,7 +253,17 @@ def keep_object_pages_out_of_the_toctree(app, doctree):
         node.parent.remove(node)
 
 
+def dash_in_field_lists(app, doctree, docname):
+    """The " -- " between a parameter and its text is left for smart quotes to turn into a dash; they are
+    off for dashes (``smartquotes_action`` in conf.py keeps the CLI's ``--flag`` as typed), so set it here."""
+    for body in doctree.findall(nodes.field_body):
+        for text in list(body.findall(nodes.Text)):
+            if str(text) == " -- ":
+                text.parent.replace(text, nodes.Text(" \u2013 "))
+
+
 def setup(app):
+    app.connect("doctree-resolved", dash_in_field_lists)
     app.connect("doctree-read", keep_object_pages_out_of_the_toctree, priority=100)
     app.add_directive("public-names", PublicNamesDirective)
     app.connect("missing-reference", resolve_reference)
