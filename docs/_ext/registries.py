@@ -88,15 +88,16 @@ def _description(entry, builders: list) -> str:
 
 
 def _details(entry) -> str:
-    """The settings of a spec other than its name, description and callables: ``needs_reparam=True``."""
+    """The settings of a spec other than its name, description and callables, the flags that are set:
+    ``needs_reparam, multi_particle``."""
     if not dataclasses.is_dataclass(entry):
         return ""
     shown = []
     for field in dataclasses.fields(entry):
         value = getattr(entry, field.name)
-        if field.name in ("name", "description") or callable(value):
+        if field.name in ("name", "description") or callable(value) or value in (False, None, (), ""):
             continue
-        shown.append(f"{field.name}={value!r}")
+        shown.append(field.name if value is True else f"{field.name}={value!r}")
     return ", ".join(shown)
 
 
