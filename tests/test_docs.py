@@ -92,7 +92,7 @@ def test_every_notebook_is_under_the_tutorials_toctree():
     assert "tutorials/index" in _toctree_entries(DOCS / "index.md")
     assert re.search(r":caption: Tutorials\n(:\w+:.*\n)*\ntutorials/index", (DOCS / "index.md").read_text())
     notebooks = sorted(p.stem for p in (ROOT / "tutorials").glob("*.ipynb"))
-    assert len(notebooks) == 8
+    assert notebooks, "no notebooks in tutorials/"
     assert _toctree_entries(DOCS / "tutorials" / "index.md") == notebooks
 
 
