@@ -74,6 +74,8 @@ _PER_CELL = {"guide", "elbo", "seed", "model"}  # compare sets these per cell
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``pyro-vae`` and its subcommands; the flags of ``train``, ``compare`` and ``draws``
+    come from the config dataclasses, their choices from the registries."""
     from pyro_vae.config import ModelConfig
     from pyro_vae.experiments.grid import CompareConfig
     from pyro_vae.models.registry import options_only_for_others
@@ -184,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """``pyro-vae train``: a new run (choosing α' first with ``--class-weight-grid``), or ``--resume``."""
     from pyro_vae.experiments.class_weight import fit_with_selection, resume_with_selection
     from pyro_vae.training import distributed
 
@@ -226,6 +229,8 @@ def _read_evaluations(path: Path) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    """``pyro-vae evaluate``: a run's bounds and its model's own metrics on a test set, kept in
+    ``RUN/evaluation.json``."""
     import pyro
 
     from pyro_vae.atomic import atomic_write_text
@@ -278,6 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    """``pyro-vae sample``: a PNG grid of the means of p(x|z) for z drawn from the prior."""
     import torch
 
     from pyro_vae import plots
@@ -304,6 +310,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    """``pyro-vae compare``: a grid of guides × estimators × seeds, or one job of it."""
     from pyro_vae.experiments.grid import CompareConfig, compare
     from pyro_vae.experiments.results import results_markdown
 
@@ -317,6 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_draws(args: argparse.Namespace) -> None:
+    """``pyro-vae draws``: a semi-supervised run repeated over draws of its labels."""
     from pyro_vae.experiments.draws import SUMMARIZED, label_draws
 
     config = config_from_args(args)

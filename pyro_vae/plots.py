@@ -15,6 +15,7 @@ from pyro_vae.errors import UsageError
 
 
 def save(fig: Figure, path: str | Path | None) -> Figure:
+    """Write ``fig`` to ``path`` as PNG, atomically, when a path is given; :returns: ``fig``."""
     if path is not None:
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     return fig

@@ -3,9 +3,9 @@ dataset (or any ``torch.utils.data.Dataset``).
 
 Each reader returns a :class:`Source`: train and test images as ``(N, C, H, W)`` arrays, uint8 in
 0..255 when the source is 8-bit or float32 in [0, 1] otherwise, with int64 labels where the source
-has class labels. :mod:`pyro_vae.data` turns a source into :class:`~pyro_vae.data.images.ImageData`.
+has class labels. :mod:`pyro_vae.data.load` turns a source into :class:`~pyro_vae.data.images.ImageData`.
 
-Bad input raises :class:`DataError` (also ``pyro_vae.data.sources.DataError``), one line naming the file
+Bad input raises :class:`~pyro_vae.errors.DataError`, one line naming the file
 or the dataset item.
 """
 
@@ -483,6 +483,7 @@ def read_dataset(
 
 
 def class_names(dataset) -> list[str] | None:
+    """The class names of a dataset object (its ``classes``), or None when it names none."""
     classes = getattr(dataset, "classes", None)
     return list(classes) if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes) else None
 

@@ -35,6 +35,7 @@ SUMMARIZED = {
 
 
 def draw_dir(out_dir: str | Path, label_seed: int) -> Path:
+    """The run folder of the draw with ``label_seed``: ``OUT/label-seed-S``."""
     return Path(out_dir) / f"label-seed-{label_seed}"
 
 

@@ -118,6 +118,7 @@ FINGERPRINT_NAME = "fingerprint.json"
 
 
 def cell_name(guide: str, elbo: str, particles: int, seed: int) -> str:
+    """The folder name of a cell under ``OUT/cells/``, e.g. ``diag-iwae-K5-seed0``."""
     return f"{guide}-{elbo}-K{particles}-seed{seed}"
 
 
@@ -222,7 +223,7 @@ def compare(
     :param bool restart_changed: train cells made with other settings afresh, instead of refusing.
     :returns: one row per (guide, estimator, K), seeds aggregated as mean and sd.
     :raises GridMismatch: when cells were made with other settings and ``restart_changed`` is off.
-    :raises pyro_vae.training.runfolder.RunLocked: when another process is writing ``out_dir``.
+    :raises pyro_vae.errors.RunLocked: when another process is writing ``out_dir``.
     """
     cells = cfg.cells()
     out_dir = Path(out_dir)

@@ -89,6 +89,7 @@ def results_markdown(rows: list[dict]) -> str:
 
 
 def results_csv(rows: list[dict]) -> str:
+    """The rows of :func:`aggregate` as CSV: the :data:`COLUMNS`, the standard deviations over seeds, and any error."""
     buf = io.StringIO()
     fields = COLUMNS + [k + "_sd" for k in _MEASURED] + ["error"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")

@@ -43,7 +43,7 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(path: str | Path, **state) -> None:
     """Write ``state`` plus the RNG states to ``path``, atomically, behind a SHA-256 header.
 
-    :raises pyro_vae.atomic.WriteError: when the file cannot be written; the previous one is kept.
+    :raises pyro_vae.errors.WriteError: when the file cannot be written; the previous one is kept.
     """
     buf = io.BytesIO()
     torch.save({**state, "rng": rng_state()}, buf)

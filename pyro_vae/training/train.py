@@ -117,6 +117,7 @@ def _beta(config: RunConfig, epoch: int) -> float:
 
 
 def default_out_dir(config: RunConfig) -> Path:
+    """``runs/<model>-<dataset>-<time>``: the run folder when none is given."""
     return Path("runs") / f"{config.model.model}-{config.data.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
@@ -148,9 +149,9 @@ def fit(
     :raises ConfigError: for bad config values, naming the field.
     :raises ValueError: for bad data, or an estimator that does not fit the guide.
     :raises RunExists: when ``out_dir`` already holds a run.
-    :raises pyro_vae.training.runfolder.RunLocked: when another process is writing ``out_dir``.
+    :raises pyro_vae.errors.RunLocked: when another process is writing ``out_dir``.
     :raises TrainingDiverged: when the loss becomes NaN or infinite.
-    :raises pyro_vae.training.distributed.LaunchError: under ``torchrun``, when the launch cannot train
+    :raises pyro_vae.errors.LaunchError: under ``torchrun``, when the launch cannot train
         (see :func:`pyro_vae.training.distributed.join`).
     """
     config = RunConfig.from_dict(config.to_dict()) if config is not None else RunConfig()
