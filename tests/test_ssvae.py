@@ -14,8 +14,8 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyro_vae.config import RunConfig
 from pyro_vae.data.load import load_dataset
-from pyro_vae.errors import IncompatibleEstimator
-from pyro_vae.experiments.class_weight import validation_split
+from pyro_vae.errors import ConfigError, IncompatibleEstimator
+from pyro_vae.experiments.class_weight import fit_with_selection, select_class_weight, validation_split
 from pyro_vae.experiments.draws import mean_interval
 from pyro_vae.inference.elbos import accepted_estimators, build_elbo, check_estimator
 from pyro_vae.inference.evaluate import importance_log_px, log_weights
@@ -344,7 +344,10 @@ def test_class_weight_is_chosen_on_a_validation_split_and_recorded(tmp_path):
     data = load_dataset("mnist-5k").subset(600, 100)
     cfg = small_ssvae_config(labels=50, epochs=1)
     cfg.train.fidelity_samples, cfg.train.class_weight_grid = 0, (0.0, 20.0)
-    run = fit(cfg, tmp_path / "run", progress=False, data=data)
+    with pytest.raises(ConfigError, match="class_weight_grid is chosen on a validation split by pyro_vae.experiments"):
+        fit(cfg, tmp_path / "refused", progress=False, data=data)  # training alone does not select
+    assert not (tmp_path / "refused").exists()
+    run = fit_with_selection(cfg, tmp_path / "run", progress=False, data=data)
     selection = run.metrics["class_weight_selection"]
     assert selection["validation_size"] == 60 and set(selection["accuracy"]) == {"0", "20"}
     chosen = max((0.0, 20.0), key=lambda w: selection["accuracy"][f"{w:g}"])
@@ -365,7 +368,7 @@ def test_class_weight_is_chosen_on_a_validation_split_and_recorded(tmp_path):
     checkpoint = tmp_path / "run" / "class-weight-selection" / "class-weight-0" / "checkpoint.pt"
     mtime = checkpoint.stat().st_mtime_ns
     again = resolve_defaults(cfg)  # as a run restarted before its first checkpoint tunes again
-    assert SSVAE.tune(again, data, tmp_path / "run") == {"class_weight_selection": selection}
+    assert select_class_weight(again, data, tmp_path / "run") == {"class_weight_selection": selection}
     assert again.train.class_weight == chosen and checkpoint.stat().st_mtime_ns == mtime
 
 
