@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyro_vae.data.sources import Source, class_names, labels_array, read_dataset, split_train_test
+from pyro_vae.data.sources import MAX_CLASSES, Source, class_names, labels_array, read_dataset, split_train_test
 from pyro_vae.errors import DataError, ImageError, RegistryError
 
 PIXELS = ("continuous", "dynamic", "static")
@@ -63,6 +63,10 @@ def _flat_pixels(x: Tensor | np.ndarray, image_shape: Sequence[int] | None, name
     if math.prod(shape) != math.prod(x.shape[1:]):
         raise DataError(
             f"{name} has {math.prod(x.shape[1:])} pixels per image but image_shape {shape} needs {math.prod(shape)}"
+        )
+    if len(x) == 0 or math.prod(shape) == 0:
+        raise DataError(
+            f"{name} holds no images (shape {tuple(x.shape)}); give at least one image of one pixel or more"
         )
     x = x.reshape(len(x), -1)
     if x.dtype == torch.uint8:
@@ -334,6 +338,8 @@ class ImageData:
         if ytr is not None:
             if num_classes is None:
                 num_classes = len(classes) if classes is not None else int(max(ytr.max(), yte.max(), 0)) + 1
+            if not 0 < num_classes <= MAX_CLASSES:
+                raise DataError(f"num_classes must be between 1 and {MAX_CLASSES:,}, got {num_classes}")
             check_labels(ytr, num_classes, n=len(tr), name="train_y")
             check_labels(yte, num_classes, n=len(te), name="test_y")
         else:
@@ -434,6 +440,8 @@ def check_images(x: Tensor, *, name: str = "x", unit_interval: bool = True, x_di
         raise ImageError(f"{name} must have shape {d} with flattened images, got shape {tuple(x.shape)}{hint}")
     if x_dim is not None and x.shape[1] != x_dim:
         raise ImageError(f"{name} has {x.shape[1]} pixels per image but the model expects {x_dim}")
+    if len(x) == 0:
+        raise ImageError(f"{name} holds no images (shape {tuple(x.shape)}); pass at least one")
     if not torch.isfinite(x).all():
         raise ImageError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN or infinite pixels")
     if unit_interval and len(x) and (x.min() < 0 or x.max() > 1):

@@ -147,10 +147,14 @@ def to_nchw(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" else x
 
 
+MAX_CLASSES = 2**16  # the largest number of classes a label may imply
+
+
 def labels_array(y: Any, n: int, where: str) -> np.ndarray:
     """Class labels as ``(n,)`` int64.
 
-    :raises DataError: for a shape other than ``(n,)`` or values that are not whole numbers ≥ 0.
+    :raises DataError: for a shape other than ``(n,)`` or values that are not whole numbers in
+        0..:data:`MAX_CLASSES` − 1.
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -162,6 +166,11 @@ def labels_array(y: Any, n: int, where: str) -> np.ndarray:
     if n and (not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or y.min() < 0):
         bad = y[~np.isfinite(y) | (y != np.round(y)) | (y < 0)][0].item()
         raise DataError(f"{where} must hold class indices 0, 1, 2, ..., got {bad!r}")
+    if n and y.max() >= MAX_CLASSES:
+        raise DataError(
+            f"{where} must hold class indices below {MAX_CLASSES:,}, got {y.max().item()!r}; "
+            "number the classes 0, 1, 2, ..."
+        )
     return y.astype(np.int64)
 
 
@@ -185,7 +194,7 @@ def pil_to_array(img, channels: int | None, image_size: Sequence[int] | None) ->
     img = img.convert("L" if grey else "RGB")
     if image_size is not None and img.size != (image_size[1], image_size[0]):
         img = img.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-    a = np.asarray(img, dtype=np.uint8)
+    a = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on Pillow's read-only view
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
@@ -254,7 +263,24 @@ def _is_image(path: str | Path) -> bool:
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    """The subfolders that are classes: not hidden, and not links (a link is never followed, out of
+    the tree or back into it)."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith((".", "__"))
+    )
+
+
+def _check_distinct(paths: Sequence[Path], folder: Path) -> None:
+    """:raises DataError: when two paths (links to one file) are the same image file."""
+    seen: dict[str, Path] = {}
+    for p in paths:
+        real = os.path.realpath(p)
+        if real in seen:
+            raise DataError(
+                f"{folder} holds the image file {real} twice ({seen[real]} and {p}); each image may appear once, "
+                "so remove the link"
+            )
+        seen[real] = p
 
 
 def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
@@ -262,8 +288,9 @@ def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
     or images directly in the folder (no labels).
 
     :returns: the paths (sorted), their labels (or None) and the class names (or None).
-    :raises DataError: for a folder without images, a class folder without images, or a folder
-        with images both directly and in subfolders.
+    :raises DataError: for a folder without images, a class folder without images, a folder
+        with images both directly and in subfolders, or one image file found twice (through links);
+        links to folders are not followed.
     """
     from torchvision.datasets import ImageFolder
 
@@ -275,6 +302,7 @@ def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
             "use one subfolder per class, or put every image in the folder itself"
         )
     if files:
+        _check_distinct(files, folder)
         return files, None, None
     if not dirs:
         raise DataError(f"{folder} holds no images (files Pillow reads: .png, .jpg, .bmp, .tif, .webp, ...)")
@@ -287,8 +315,19 @@ def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
             names = [d.name for d in _visible_dirs(Path(directory))]
             return names, {c: i for i, c in enumerate(names)}
 
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+            return [  # as ImageFolder's, without following links to folders (os.walk's default)
+                (os.path.join(root, name), class_to_idx[c])
+                for c in sorted(class_to_idx)
+                for root, _, names in sorted(os.walk(os.path.join(directory, c)))
+                for name in sorted(names)
+                if is_valid_file(os.path.join(root, name))
+            ]
+
     found = Classes(str(folder), is_valid_file=_is_image)
     paths = [Path(p) for p, _ in found.samples]
+    _check_distinct(paths, folder)
     return paths, np.array([k for _, k in found.samples], dtype=np.int64), list(found.classes)
 
 
@@ -425,6 +464,8 @@ def read_array(data_dir: str | None, *, layout: str | None = None, test_fraction
 
     def images(key: str) -> np.ndarray:
         where = f"{path}: {key}" if path.suffix.lower() == ".npz" else str(path)
+        if np.ndim(arrays[key]) and len(arrays[key]) == 0:
+            raise DataError(f"{where} holds no images (shape {arrays[key].shape}); give at least one in each set")
         return check_pixels(to_nchw(arrays[key], layout, where), where)
 
     xtr = images("x_train")
@@ -535,6 +576,12 @@ def open_torchvision(dataset: str, data_dir: str | None) -> TorchvisionSets:
     cls = getattr(torchvision.datasets, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)):
         raise DataError(f"torchvision.datasets has no dataset {name!r} (e.g. CIFAR10, KMNIST, Omniglot, CelebA)")
+    base = torchvision.datasets.VisionDataset
+    if inspect.isabstract(cls) or any(getattr(cls, m) is getattr(base, m) for m in ("__getitem__", "__len__")):
+        raise DataError(
+            f"torchvision.datasets.{name} is a base class, not a dataset; choose a dataset class, e.g. "
+            "torchvision:CIFAR10, torchvision:FashionMNIST, torchvision:KMNIST, torchvision:Omniglot"
+        )
     kwargs, shared_labels = _torchvision_splits(cls, name, subset or None)
     root = data_dir or cache_dir()
     params = inspect.signature(cls).parameters
