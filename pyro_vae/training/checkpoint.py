@@ -77,8 +77,10 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
     try:
         state = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
-            raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({str(e).strip()[:200]})") from None
+        if "Unsupported global" not in str(e):  # damaged bytes; torch's own words are the reason
+            reason = str(e).partition("WeightsUnpickler error:")[2].strip() or str(e).strip()
+            reason = reason.splitlines()[0] if reason else type(e).__name__
+            raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason[:200]})") from None
         raise CheckpointError(
             f"checkpoint {path} holds code (pickled objects other than tensors and plain values) and is refused; "
             "a pyro_vae checkpoint never does, so train the run again from a trusted config.json"

@@ -246,10 +246,8 @@ def _build_and_train(
 
 
 def _check_step_memory(config: RunConfig, data: ImageData, device: torch.device) -> None:
-    """Refuse a step whose likelihood alone (K particles × batch × pixels, float32) exceeds the memory.
-
-    :raises ConfigError: naming ``--particles`` (with the batch size), before anything is allocated.
-    """
+    """:raises ConfigError: naming ``particles`` when one step's likelihood alone (K × batch × pixels,
+    float32) exceeds the memory, before anything is allocated."""
     t = config.train
     batch = min(t.batch_size, len(data.train_images))
     need = 4 * t.particles * batch * (math.prod(data.image_shape) + config.model.z_dim)
@@ -411,8 +409,7 @@ def train_step(elbo, vae: BaseVAE, optimizer: torch.optim.Optimizer, *args: torc
 
 @contextlib.contextmanager
 def _nan_checked_here() -> Iterator[None]:
-    """Pyro's "Encountered NaN" warnings off: the caller checks the loss and raises
-    :class:`TrainingDiverged`, one line, instead."""
+    """Pyro's NaN warnings off: the caller checks the loss and raises :class:`TrainingDiverged`."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
         yield
