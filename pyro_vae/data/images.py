@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyro_vae.data.sources import MAX_CLASSES, Source, class_names, labels_array, read_dataset, split_train_test
+from pyro_vae.data.sources import Source, class_names, labels_array, read_dataset, split_train_test
 from pyro_vae.errors import DataError, ImageError, RegistryError
 
 PIXELS = ("continuous", "dynamic", "static")
@@ -76,6 +76,7 @@ def _flat_pixels(x: Tensor | np.ndarray, image_shape: Sequence[int] | None, name
     return x.to(torch.float32), shape
 
 
+MAX_CLASSES = 2**16  # the most classes that labels may imply (a label of 2e14 is no class index)
 BINARIZE_CHUNK = 1 << 22  # pixels binarized at once from 8-bit storage (16 MiB of float32 probabilities)
 
 
@@ -339,7 +340,7 @@ class ImageData:
             if num_classes is None:
                 num_classes = len(classes) if classes is not None else int(max(ytr.max(), yte.max(), 0)) + 1
             if not 0 < num_classes <= MAX_CLASSES:
-                raise DataError(f"num_classes must be between 1 and {MAX_CLASSES:,}, got {num_classes}")
+                raise DataError(f"num_classes is {num_classes:,}, beyond 1..{MAX_CLASSES:,}; number classes 0, 1, 2...")
             check_labels(ytr, num_classes, n=len(tr), name="train_y")
             check_labels(yte, num_classes, n=len(te), name="test_y")
         else:

@@ -147,14 +147,10 @@ def to_nchw(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" else x
 
 
-MAX_CLASSES = 2**16  # the largest number of classes a label may imply
-
-
 def labels_array(y: Any, n: int, where: str) -> np.ndarray:
     """Class labels as ``(n,)`` int64.
 
-    :raises DataError: for a shape other than ``(n,)`` or values that are not whole numbers in
-        0..:data:`MAX_CLASSES` − 1.
+    :raises DataError: for a shape other than ``(n,)`` or values that are not whole numbers ≥ 0.
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -166,11 +162,6 @@ def labels_array(y: Any, n: int, where: str) -> np.ndarray:
     if n and (not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or y.min() < 0):
         bad = y[~np.isfinite(y) | (y != np.round(y)) | (y < 0)][0].item()
         raise DataError(f"{where} must hold class indices 0, 1, 2, ..., got {bad!r}")
-    if n and y.max() >= MAX_CLASSES:
-        raise DataError(
-            f"{where} must hold class indices below {MAX_CLASSES:,}, got {y.max().item()!r}; "
-            "number the classes 0, 1, 2, ..."
-        )
     return y.astype(np.int64)
 
 
@@ -262,38 +253,26 @@ def _is_image(path: str | Path) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in image_extensions()
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
-    """The subfolders that are classes: not hidden, and not links (a link is never followed, out of
-    the tree or back into it)."""
-    return sorted(
-        p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith((".", "__"))
-    )
+def _visible_dirs(folder: Path) -> list[Path]:  # not hidden, and not links (never followed)
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0] not in "._")
 
 
 def _check_distinct(paths: Sequence[Path], folder: Path) -> None:
     """:raises DataError: when two paths (links to one file) are the same image file."""
     seen: dict[str, Path] = {}
     for p in paths:
-        real = os.path.realpath(p)
-        if real in seen:
-            raise DataError(
-                f"{folder} holds the image file {real} twice ({seen[real]} and {p}); each image may appear once, "
-                "so remove the link"
-            )
-        seen[real] = p
+        if seen.setdefault(real := os.path.realpath(p), p) != p:
+            raise DataError(f"{folder} holds the image file {real} twice ({seen[real]} and {p}); remove the link")
 
 
 def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
-    """The image files of a folder: one subfolder per class (read by torchvision's ``ImageFolder``)
-    or images directly in the folder (no labels).
+    """The image files of a folder: one subfolder per class (in the order of torchvision's
+    ``ImageFolder``, without following links to folders) or images directly in the folder (no labels).
 
     :returns: the paths (sorted), their labels (or None) and the class names (or None).
     :raises DataError: for a folder without images, a class folder without images, a folder
-        with images both directly and in subfolders, or one image file found twice (through links);
-        links to folders are not followed.
+        with images both directly and in subfolders, or one image file found twice (through links).
     """
-    from torchvision.datasets import ImageFolder
-
     files = sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p))
     dirs = _visible_dirs(folder)
     if files and dirs:
@@ -310,25 +289,11 @@ def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
     if empty:
         raise DataError(f"{folder / empty[0]} holds no images; every class folder needs at least one")
 
-    class Classes(ImageFolder):  # ImageFolder, without hidden folders (.ipynb_checkpoints) as classes
-        def find_classes(self, directory):
-            names = [d.name for d in _visible_dirs(Path(directory))]
-            return names, {c: i for i, c in enumerate(names)}
-
-        @staticmethod
-        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
-            return [  # as ImageFolder's, without following links to folders (os.walk's default)
-                (os.path.join(root, name), class_to_idx[c])
-                for c in sorted(class_to_idx)
-                for root, _, names in sorted(os.walk(os.path.join(directory, c)))
-                for name in sorted(names)
-                if is_valid_file(os.path.join(root, name))
-            ]
-
-    found = Classes(str(folder), is_valid_file=_is_image)
-    paths = [Path(p) for p, _ in found.samples]
-    _check_distinct(paths, folder)
-    return paths, np.array([k for _, k in found.samples], dtype=np.int64), list(found.classes)
+    # ImageFolder's order, without hidden folders (.ipynb_checkpoints) as classes nor links followed
+    found = [(Path(r, f), k) for k, d in enumerate(dirs) for r, _, fs in sorted(os.walk(d)) for f in sorted(fs)]
+    found = [(p, k) for p, k in found if _is_image(p)]
+    _check_distinct([p for p, _ in found], folder)
+    return [p for p, _ in found], np.array([k for _, k in found], dtype=np.int64), [d.name for d in dirs]
 
 
 def read_image_files(paths: Sequence[Path], channels: int | None, image_size: Sequence[int] | None) -> np.ndarray:
@@ -576,12 +541,9 @@ def open_torchvision(dataset: str, data_dir: str | None) -> TorchvisionSets:
     cls = getattr(torchvision.datasets, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)):
         raise DataError(f"torchvision.datasets has no dataset {name!r} (e.g. CIFAR10, KMNIST, Omniglot, CelebA)")
-    base = torchvision.datasets.VisionDataset
-    if inspect.isabstract(cls) or any(getattr(cls, m) is getattr(base, m) for m in ("__getitem__", "__len__")):
-        raise DataError(
-            f"torchvision.datasets.{name} is a base class, not a dataset; choose a dataset class, e.g. "
-            "torchvision:CIFAR10, torchvision:FashionMNIST, torchvision:KMNIST, torchvision:Omniglot"
-        )
+    if any(getattr(cls, m) is getattr(torchvision.datasets.VisionDataset, m) for m in ("__getitem__", "__len__")):
+        raise DataError(f"torchvision.datasets.{name} is a base class, not a dataset; choose a dataset class, "
+                        "e.g. torchvision:CIFAR10, torchvision:FashionMNIST, torchvision:KMNIST")  # fmt: skip
     kwargs, shared_labels = _torchvision_splits(cls, name, subset or None)
     root = data_dir or cache_dir()
     params = inspect.signature(cls).parameters
