@@ -142,8 +142,8 @@ _FIELDS = {
         ),
     ),
     "image_shape": (
-        "(C, H, W), three positive integers",
-        lambda v: isinstance(v, list | tuple) and len(v) == 3 and all(_is_int(s) and s > 0 for s in v),
+        "an image shape, e.g. (C, H, W), of positive integers",
+        lambda v: isinstance(v, list | tuple) and 1 <= len(v) <= 3 and all(_is_int(s) and s > 0 for s in v),
     ),
     "history": ("a list of epoch rows (dicts)", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v)),
     "num_classes": ("a positive integer or null", lambda v: v is None or _is_int(v) and v > 0),
