@@ -359,7 +359,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    run_id: str | None = None  # set by fit, written into config.json and every checkpoint; None before ids existed
+    run_id: str | None = field(default=None, compare=False)  # set by fit, in config.json and every checkpoint
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
