@@ -1,9 +1,10 @@
-"""The ``pyro-vae`` command: ``train``, ``evaluate``, ``sample``, ``compare`` and ``draws``.
+"""The ``pyro-vae`` command: ``train``, ``evaluate``, ``sample``, ``plot``, ``compare`` and ``draws``.
 
 The flags of ``train`` and ``compare`` are built from the fields of the config dataclasses
 (:func:`pyro_vae.config.options_of`): their names, help, types and defaults live in one place.
 
-Errors in the input end in one line on stderr and exit status 2, never a traceback. A command that
+Errors in the input end in one line on stderr and exit status 2, never a traceback; so does an
+allocation that fails (a size too large for the memory), naming the flags that set the sizes. A command that
 writes a run folder (``train``, ``compare``) locks it before the heavy imports (torch, Pyro), so
 that a second writer is turned away at once.
 """
@@ -16,9 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-from pyro_vae.config import DataConfig, ModelConfig, Option, RunConfig, TrainConfig, options_of
-from pyro_vae.errors import CheckpointError, ConfigError, PyroVAEError, RunLocked, UsageError
-from pyro_vae.training.runfolder import RunLock, writes_run_folders
+from pyro_vae.config import MAX_SEED, MAX_SIZE, DataConfig, ModelConfig, Option, RunConfig, TrainConfig, options_of
+from pyro_vae.errors import CheckpointError, ConfigError, OutOfMemory, PyroVAEError, UsageError
+from pyro_vae.training.runfolder import RunLock, run_folder, writes_run_folders
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="class of the samples (cvae, ssvae runs); without it a conditional run draws one row per class",
     )
     _add_option(sa, next(o for o in options_of(TrainConfig) if o.name == "device"))
+
+    pl = sub.add_parser(
+        "plot",
+        help="redraw the plots of a finished run",
+        description="Draw every plot of a finished run into its folder again (ELBO curves, reconstructions, "
+        "samples, latent scatter), e.g. after a kill or a full disk while they were drawn.",
+    )
+    pl.add_argument("run_dir", metavar="RUN_DIR")
+    _add_option(pl, next(o for o in options_of(TrainConfig) if o.name == "device"))
     return parser
 
 
@@ -240,6 +250,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.num_samples < 1:
         raise UsageError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    if args.num_samples > MAX_SIZE:
+        raise UsageError(f"--num-samples must be an integer ≤ {MAX_SIZE:,}, got {args.num_samples}")
+    _check_seed(args.seed)
     path = Path(args.run_dir) / "evaluation.json"
     if not (Path(args.run_dir) / "config.json").is_file():
         raise CheckpointError(f"{args.run_dir} holds no run (no config.json); pass a folder written by pyro-vae train")
@@ -291,10 +304,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if args.num < 1:
         raise UsageError(f"--num must be a positive integer, got {args.num}")
+    if args.num > MAX_SIZE:
+        raise UsageError(f"--num must be an integer ≤ {MAX_SIZE:,}, got {args.num}")
     if not args.out.lower().endswith(".png"):
         raise UsageError(f"--out must name a .png file, got {args.out}")
+    _check_seed(args.seed)
     run, _ = load_run(args.run_dir, args.device or "auto", with_data=False)
     model = run.vae
+    _check_sample_memory(model, args.num)
     if args.label is not None:
         try:
             model.check_label(args.label)
@@ -307,6 +324,43 @@ def cmd_sample(args: argparse.Namespace) -> None:
     else:
         plots.samples(model, run.image_shape, args.num, path=args.out)
         print(f"wrote {plots.samples_words(model, args.num)} to {args.out}")
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer between 0 and {MAX_SEED} (2**32 - 1), got {seed}")
+
+
+def _check_sample_memory(model, num: int) -> None:
+    """Refuse ``--num`` samples whose images alone (``num × x_dim`` float32) exceed the memory."""
+    from pyro_vae.models.registry import _available_memory
+
+    device = next(model.parameters()).device
+    need, available = 4 * num * (model.x_dim + model.z_dim), _available_memory(device)
+    if available is not None and need > available:
+        raise UsageError(
+            f"--num {num} is too large: the samples need about {need / 2**30:.1f} GiB, more than the "
+            f"{available / 2**30:.1f} GiB available; draw fewer samples"
+        )
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    """Redraw every plot of a finished run (:func:`pyro_vae.plots.save_run_plots`), under its lock."""
+    from pyro_vae import plots
+    from pyro_vae.training.runfolder import run_state
+    from pyro_vae.training.train import load_run
+
+    run_dir = run_folder(args.run_dir, "RUN_DIR")
+    if run_state(run_dir) != "finished":
+        raise CheckpointError(
+            f"{run_dir} holds no finished run (no final metrics in metrics.json); a run draws its plots when it "
+            f"finishes: pyro-vae train --resume {run_dir}"
+        )
+    with RunLock(run_dir):
+        run, _ = load_run(run_dir, args.device or "auto")
+        run.metrics = json.loads((run_dir / "metrics.json").read_text())
+        plots.save_run_plots(run)
+    print(f"redrew the plots of {run_dir}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -371,7 +425,35 @@ COMMANDS = {
     "sample": cmd_sample,
     "compare": cmd_compare,
     "draws": cmd_draws,
+    "plot": cmd_plot,
 }
+
+SIZE_FLAGS = {  # the flags that set the sizes a command allocates, named when an allocation fails
+    "train": ("--particles", "--batch-size", "--z-dim", "--hidden-dims", "--flow-steps", "--num-samples"),
+    "compare": ("--elbos", "--particles", "--batch-size", "--z-dim", "--hidden-dims", "--snr-batch-size"),
+    "draws": ("--particles", "--batch-size", "--z-dim", "--hidden-dims", "--num-samples"),
+    "evaluate": ("--num-samples",),
+    "sample": ("--num",),
+    "plot": (),
+}
+
+
+def _is_allocation_failure(e: BaseException) -> bool:
+    """``MemoryError``, ``torch.OutOfMemoryError`` or the allocator's ``RuntimeError``."""
+    text = str(e)
+    return (
+        isinstance(e, MemoryError)
+        or type(e).__name__ == "OutOfMemoryError"
+        or isinstance(e, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+
+
+def _out_of_memory(command: str, argv: list[str]) -> OutOfMemory:
+    flags = SIZE_FLAGS.get(command, ())
+    given = [f for f in flags if any(a == f or a.startswith(f + "=") for a in argv)] or list(flags)
+    which = f"lower {', '.join(given)}" if given else "free some memory or use another --device"
+    return OutOfMemory(f"ran out of memory: a size is too large for this machine; {which} and run again")
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
@@ -394,9 +476,10 @@ def _early_lock(argv: list[str]) -> RunLock | None:
         return None  # reads the grid, or trains one cell under that cell's own lock
     resume = _flag_value(argv, "--resume") if command == "train" else None
     if resume is not None:
+        run_folder(resume, "--resume")
         return RunLock(resume) if Path(resume).is_dir() else None
     out = _flag_value(argv, "--out")
-    return RunLock(out) if out else None
+    return RunLock(run_folder(out)) if out is not None else None
 
 
 def _print_error(line: str) -> None:
@@ -413,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         lock = _early_lock(argv)
         if lock is not None:
             lock.acquire()
-    except RunLocked as e:
-        print(f"pyro-vae {command}: error: {e}", file=sys.stderr)
+    except PyroVAEError as e:  # in use, read-only, a link in place of the lock, an empty --out
+        _print_error(f"pyro-vae {command}: error: {e}")
         return 2
     try:
         parser = build_parser()
@@ -433,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except PyroVAEError as e:
         _print_error(f"pyro-vae {command}: error: {e}")
+        return 2
+    except (MemoryError, RuntimeError) as e:  # the one place allocation failures become one line
+        if not _is_allocation_failure(e):
+            raise
+        _print_error(f"pyro-vae {command}: error: {_out_of_memory(command, argv)}")
         return 2
     finally:
         if lock is not None:

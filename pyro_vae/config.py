@@ -25,6 +25,8 @@ from pyro_vae.atomic import atomic_write_text
 from pyro_vae.errors import ConfigError, RegistryError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SIZE = 2**31 - 1  # the largest size, count or width of any field: torch's int32 indexing
+MAX_SEED = 2**32 - 1  # what every RNG of torch, NumPy and Pyro takes
 
 
 def resolve_device(name: str) -> typing.Any:
@@ -67,6 +69,7 @@ def option(
     *,
     flag: str | None = None,
     minimum: float | None = None,
+    maximum: float | None = None,
     positive: bool = False,
     choices: Sequence | Callable[[], Sequence[str]] | None = None,
     metavar: str | tuple[str, ...] | None = None,
@@ -76,12 +79,15 @@ def option(
 
     :param flag: the command-line flag (default ``--`` + the field name with dashes).
     :param minimum: the smallest value allowed (inclusive).
+    :param maximum: the largest value allowed (inclusive); every size has one (``MAX_SIZE``),
+        so that no value overflows torch's integers.
     :param bool positive: the value must be > 0.
     :param choices: the values allowed, a function returning them (a registry's keys), or a check
         made by :func:`_check` that raises ``ValueError`` for a bad value.
     :param length: the number of items of a tuple field (default: one or more).
     """
-    meta = {"help": help, "flag": flag, "minimum": minimum, "positive": positive, "choices": choices}
+    meta = {"help": help, "flag": flag, "minimum": minimum, "maximum": maximum, "positive": positive}
+    meta["choices"] = choices
     meta.update(metavar=metavar, length=length)
     return field(default=default, metadata=meta)
 
@@ -99,12 +105,17 @@ class DataConfig:
         "folder with train_32x32.mat and test_32x32.mat; for folder, the image folder; for array, the .npz/.npy file",
     )
     pixels: str = option("continuous", "pixel treatment", choices=("continuous", "dynamic", "static"))
-    labels: int | None = option(None, "keep N training labels, balanced per class (default all)", positive=True)
-    label_seed: int = option(0, "seed of the draw of the N labelled images, independent of --seed", minimum=0)
+    labels: int | None = option(
+        None, "keep N training labels, balanced per class (default all)", positive=True, maximum=MAX_SIZE
+    )
+    label_seed: int = option(
+        0, "seed of the draw of the N labelled images, independent of --seed", minimum=0, maximum=MAX_SEED
+    )
     image_size: tuple[int, ...] | None = option(
         None,
         "folder, torchvision:NAME: resize every image to H W (default: as read)",
         positive=True,
+        maximum=2**16,
         length=2,
         metavar=("H", "W"),
     )
@@ -132,11 +143,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    z_dim: int = option(20, "latent dimension", positive=True)
-    hidden_dims: tuple[int, ...] = option((400,), "MLP widths, encoder order; the decoder mirrors them", positive=True)
+    z_dim: int = option(20, "latent dimension", positive=True, maximum=MAX_SIZE)
+    hidden_dims: tuple[int, ...] = option(
+        (400,), "MLP widths, encoder order; the decoder mirrors them", positive=True, maximum=MAX_SIZE
+    )
     likelihood: str = option("bernoulli", "pixel likelihood", choices=_registry("models.likelihoods", "LIKELIHOODS"))
     guide: str = option("diag", "q(z|x) family", choices=_registry("inference.guides", "GUIDES"))
-    flow_steps: int = option(2, "inverse autoregressive flow steps K of --guide iaf", positive=True)
+    flow_steps: int = option(2, "inverse autoregressive flow steps K of --guide iaf", positive=True, maximum=1000)
     model: str = option(
         "vae",
         "the model: a name in the registry of models (pyro_vae.models.registry.MODELS)",
@@ -148,7 +161,9 @@ class ModelConfig:
         "the prior p(z|y): learned per class, a learned mixture per class, or N(0, I)",
         choices=_registry("models.cvae", "PRIORS"),
     )
-    prior_components: int | None = option(None, "Gaussians per class of a mixture prior", positive=True)
+    prior_components: int | None = option(
+        None, "Gaussians per class of a mixture prior", positive=True, maximum=MAX_SIZE
+    )
     kl_weight: float | None = option(
         None,
         "weight w of the KL term of z in the training loss",
@@ -167,21 +182,30 @@ class TrainConfig:
         None,
         "total epochs; with --resume, the new total",
         positive=True,
+        maximum=MAX_SIZE,
     )
-    batch_size: int = option(128, "images per step", positive=True)
+    batch_size: int = option(128, "images per step", positive=True, maximum=MAX_SIZE)
     lr: float = option(1e-3, "Adam learning rate", positive=True)
-    seed: int = option(0, "seed of every random number generator", minimum=0)
+    seed: int = option(0, "seed of every random number generator", minimum=0, maximum=MAX_SEED)
     device: str = option("auto", "auto (CUDA when available), cpu or cuda", choices=DEVICES)
-    kl_warmup_epochs: int = option(0, "β rises linearly from 1/N to 1 over N epochs; 0 = off", minimum=0)
+    kl_warmup_epochs: int = option(
+        0, "β rises linearly from 1/N to 1 over N epochs; 0 = off", minimum=0, maximum=MAX_SIZE
+    )
     eval_num_samples: int = option(
-        1000, "K of the importance-sampled log p(x) at the end of training", flag="--num-samples", positive=True
+        1000,
+        "K of the importance-sampled log p(x) at the end of training",
+        flag="--num-samples",
+        positive=True,
+        maximum=MAX_SIZE,
     )
     elbo: str | None = option(
         None,
         "ELBO estimator",
         choices=_registry("inference.elbos", "ELBOS"),
     )
-    particles: int = option(1, "K vectorized particles per datapoint for the estimator", positive=True)
+    particles: int = option(
+        1, "K vectorized particles per datapoint for the estimator", positive=True, maximum=MAX_SIZE
+    )
     alpha: float = option(0.5, "α of --elbo renyi")
     jit: bool = option(
         False, "the estimator's JIT variant (trace, meanfield, tracegraph; torch.jit.trace, deprecated: see --compile)"
@@ -205,6 +229,7 @@ class TrainConfig:
         200,
         "samples per class for the label fidelity at the end (a CNN judge reads them); 0 = skip",
         minimum=0,
+        maximum=MAX_SIZE,
     )
     tensorboard: bool = option(False, "also write a TensorBoard log into RUN_DIR/tensorboard/ (the tensorboard extra)")
 
@@ -305,6 +330,8 @@ def check_field(opt: Option, value):
         raise bad(f"must be {'a positive integer' if opt.type is int else 'a positive number'}")
     if m.get("minimum") is not None and value < m["minimum"]:
         raise bad(f"must be {kind} ≥ {m['minimum']:g}")
+    if m.get("maximum") is not None and value > m["maximum"]:
+        raise bad(f"must be {kind} ≤ {m['maximum']:,}")
     return value
 
 
@@ -325,9 +352,13 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    run_id: str | None = field(default=None, compare=False)  # set by fit, in config.json and every checkpoint
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["run_id"] is None:  # as config.json was before ids
+            del d["run_id"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -337,7 +368,7 @@ class RunConfig:
         """
         if not isinstance(d, dict):
             raise ConfigError("config", f"must be a JSON object with sections {', '.join(SECTIONS)}, got {d!r:.60}")
-        unknown = set(d) - set(SECTIONS)
+        unknown = set(d) - set(SECTIONS) - {"run_id"}
         if unknown:
             raise ConfigError("config", f"has unknown section {sorted(unknown)[0]!r}; sections: {', '.join(SECTIONS)}")
         sections = {}
@@ -352,7 +383,10 @@ class RunConfig:
                     name, f"has unknown field {sorted(extra)[0]!r}; fields: {', '.join(fields)}", f"[{name}]"
                 )
             sections[name] = cls_(**{k: check_field(fields[k], v) for k, v in values.items()})
-        return cls(**sections)
+        run_id = d.get("run_id")
+        if run_id is not None and not (isinstance(run_id, str) and run_id.isalnum() and len(run_id) <= 64):
+            raise ConfigError("run_id", f"must be the run's id (letters and digits), got {run_id!r:.60}", "run_id")
+        return cls(**sections, run_id=run_id)
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")

@@ -91,6 +91,16 @@ class WriteError(PyroVAEError, OSError):
     """A file could not be written (a full disk, a read-only folder); what was there is kept."""
 
 
+class UnsafePath(PyroVAEError, ValueError):
+    """A path pyro_vae would write or delete that is a symbolic link, not a regular file, or leads
+    outside the folder it must stay in; nothing is written or deleted through it."""
+
+
+class OutOfMemory(PyroVAEError, MemoryError):
+    """An allocation that failed (a size too large for the memory of the device); the message
+    names the flags that set the sizes."""
+
+
 class LaunchError(PyroVAEError, ValueError):
     """A ``torchrun`` launch that cannot train one model together (mismatched ranks, devices or
     batch sizes)."""

@@ -109,11 +109,11 @@ def test_the_cli_reference_is_generated_from_the_parser():
     assert options["module"] == "pyro_vae.cli" and options["func"] == "build_parser"
     assert '"sphinxarg.ext"' in (DOCS / "conf.py").read_text()
 
-    from pyro_vae.cli import build_parser
+    from pyro_vae.cli import COMMANDS, build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"train", "evaluate", "sample", "compare", "draws"}
+    assert set(commands) == set(COMMANDS) >= {"train", "evaluate", "sample", "compare", "draws", "plot"}
 
 
 def test_the_docs_extra_installs_the_tools():

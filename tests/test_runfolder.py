@@ -103,7 +103,7 @@ def test_config_without_checkpoint_is_new_and_resumes_from_the_start(idx, refere
     out = tmp_path / "r"
     out.mkdir()
     tiny_config(idx).save(out / "config.json")
-    (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # left by the kill
+    (out / ".checkpoint.pt.pyrovae-abc12345.tmp").write_bytes(b"half a checkpoint")  # left by the kill
     assert run_state(out) == "new"
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert final(out) == final(reference) and not list(out.glob("*.tmp"))
@@ -471,8 +471,8 @@ def test_orphaned_temp_files_are_removed_by_the_next_writer(reference, tmp_path)
 
     copy = tmp_path / "copy"
     shutil.copytree(reference, copy)
-    (copy / ".checkpoint.pt.x1y2.tmp").write_bytes(b"\0" * 1000)
-    (copy / ".metrics.json.abc.tmp").write_text("{")
+    (copy / ".checkpoint.pt.pyrovae-x1y2z3w4.tmp").write_bytes(b"\0" * 1000)
+    (copy / ".metrics.json.pyrovae-abcdefgh.tmp").write_text("{")
     resume(copy, 3, progress=False)
     assert not list(copy.glob(".*.tmp"))
 

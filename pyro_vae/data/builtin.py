@@ -85,6 +85,9 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     x, y = mat["X"], np.asarray(mat["y"]).reshape(-1).astype(np.int64)
     if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y):
         raise DataError(f"{path}: X has shape {x.shape}, expected (H, W, 3, N) with N = {len(y)} labels")
+    if len(y) and (y.min() < 1 or y.max() > 10):
+        bad = int(y.min() if y.min() < 1 else y.max())
+        raise DataError(f"{path} holds label {bad}; SVHN labels are 1..10 (10 for the digit 0)")
     y[y == 10] = 0  # SVHN writes the digit 0 as label 10
     return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), y  # (N, 3, H, W)
 
@@ -144,6 +147,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: its header is cut short ({len(raw)} bytes for {ndim} dimensions)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
@@ -169,4 +174,7 @@ def load_idx_folder(folder: str | Path, subdirs: tuple[str, ...] = ()) -> Raw | 
     for x, y, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not match")
+    for y, path in ((ytr, paths[1]), (yte, paths[3])):
+        if y.max() > 9:
+            raise DataError(f"{path} holds label {int(y.max())}; MNIST-format labels are the digits 0..9")
     return xtr, ytr, xte, yte

@@ -64,6 +64,10 @@ def _flat_pixels(x: Tensor | np.ndarray, image_shape: Sequence[int] | None, name
         raise DataError(
             f"{name} has {math.prod(x.shape[1:])} pixels per image but image_shape {shape} needs {math.prod(shape)}"
         )
+    if len(x) == 0 or math.prod(shape) == 0:
+        raise DataError(
+            f"{name} holds no images (shape {tuple(x.shape)}); give at least one image of one pixel or more"
+        )
     x = x.reshape(len(x), -1)
     if x.dtype == torch.uint8:
         return x, shape
@@ -72,6 +76,7 @@ def _flat_pixels(x: Tensor | np.ndarray, image_shape: Sequence[int] | None, name
     return x.to(torch.float32), shape
 
 
+MAX_CLASSES = 2**16  # the most classes that labels may imply (a label of 2e14 is no class index)
 BINARIZE_CHUNK = 1 << 22  # pixels binarized at once from 8-bit storage (16 MiB of float32 probabilities)
 
 
@@ -334,6 +339,8 @@ class ImageData:
         if ytr is not None:
             if num_classes is None:
                 num_classes = len(classes) if classes is not None else int(max(ytr.max(), yte.max(), 0)) + 1
+            if not 0 < num_classes <= MAX_CLASSES:
+                raise DataError(f"num_classes is {num_classes:,}, beyond 1..{MAX_CLASSES:,}; number classes 0, 1, 2...")
             check_labels(ytr, num_classes, n=len(tr), name="train_y")
             check_labels(yte, num_classes, n=len(te), name="test_y")
         else:
@@ -434,6 +441,8 @@ def check_images(x: Tensor, *, name: str = "x", unit_interval: bool = True, x_di
         raise ImageError(f"{name} must have shape {d} with flattened images, got shape {tuple(x.shape)}{hint}")
     if x_dim is not None and x.shape[1] != x_dim:
         raise ImageError(f"{name} has {x.shape[1]} pixels per image but the model expects {x_dim}")
+    if len(x) == 0:
+        raise ImageError(f"{name} holds no images (shape {tuple(x.shape)}); pass at least one")
     if not torch.isfinite(x).all():
         raise ImageError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN or infinite pixels")
     if unit_interval and len(x) and (x.min() < 0 or x.max() > 1):

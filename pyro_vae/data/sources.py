@@ -185,7 +185,7 @@ def pil_to_array(img, channels: int | None, image_size: Sequence[int] | None) ->
     img = img.convert("L" if grey else "RGB")
     if image_size is not None and img.size != (image_size[1], image_size[0]):
         img = img.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-    a = np.asarray(img, dtype=np.uint8)
+    a = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on Pillow's read-only view
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
@@ -253,20 +253,26 @@ def _is_image(path: str | Path) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in image_extensions()
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+def _visible_dirs(folder: Path) -> list[Path]:  # not hidden, and not links (never followed)
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0] not in "._")
+
+
+def _check_distinct(paths: Sequence[Path], folder: Path) -> None:
+    """:raises DataError: when two paths (links to one file) are the same image file."""
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if seen.setdefault(real := os.path.realpath(p), p) != p:
+            raise DataError(f"{folder} holds the image file {real} twice ({seen[real]} and {p}); remove the link")
 
 
 def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
-    """The image files of a folder: one subfolder per class (read by torchvision's ``ImageFolder``)
-    or images directly in the folder (no labels).
+    """The image files of a folder: one subfolder per class (in the order of torchvision's
+    ``ImageFolder``, without following links to folders) or images directly in the folder (no labels).
 
     :returns: the paths (sorted), their labels (or None) and the class names (or None).
-    :raises DataError: for a folder without images, a class folder without images, or a folder
-        with images both directly and in subfolders.
+    :raises DataError: for a folder without images, a class folder without images, a folder
+        with images both directly and in subfolders, or one image file found twice (through links).
     """
-    from torchvision.datasets import ImageFolder
-
     files = sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p))
     dirs = _visible_dirs(folder)
     if files and dirs:
@@ -275,6 +281,7 @@ def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
             "use one subfolder per class, or put every image in the folder itself"
         )
     if files:
+        _check_distinct(files, folder)
         return files, None, None
     if not dirs:
         raise DataError(f"{folder} holds no images (files Pillow reads: .png, .jpg, .bmp, .tif, .webp, ...)")
@@ -282,14 +289,11 @@ def scan_folder(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
     if empty:
         raise DataError(f"{folder / empty[0]} holds no images; every class folder needs at least one")
 
-    class Classes(ImageFolder):  # ImageFolder, without hidden folders (.ipynb_checkpoints) as classes
-        def find_classes(self, directory):
-            names = [d.name for d in _visible_dirs(Path(directory))]
-            return names, {c: i for i, c in enumerate(names)}
-
-    found = Classes(str(folder), is_valid_file=_is_image)
-    paths = [Path(p) for p, _ in found.samples]
-    return paths, np.array([k for _, k in found.samples], dtype=np.int64), list(found.classes)
+    # ImageFolder's order, without hidden folders (.ipynb_checkpoints) as classes nor links followed
+    found = [(Path(r, f), k) for k, d in enumerate(dirs) for r, _, fs in sorted(os.walk(d)) for f in sorted(fs)]
+    found = [(p, k) for p, k in found if _is_image(p)]
+    _check_distinct([p for p, _ in found], folder)
+    return [p for p, _ in found], np.array([k for _, k in found], dtype=np.int64), [d.name for d in dirs]
 
 
 def read_image_files(paths: Sequence[Path], channels: int | None, image_size: Sequence[int] | None) -> np.ndarray:
@@ -425,6 +429,8 @@ def read_array(data_dir: str | None, *, layout: str | None = None, test_fraction
 
     def images(key: str) -> np.ndarray:
         where = f"{path}: {key}" if path.suffix.lower() == ".npz" else str(path)
+        if np.ndim(arrays[key]) and len(arrays[key]) == 0:
+            raise DataError(f"{where} holds no images (shape {arrays[key].shape}); give at least one in each set")
         return check_pixels(to_nchw(arrays[key], layout, where), where)
 
     xtr = images("x_train")
@@ -536,6 +542,9 @@ def open_torchvision(dataset: str, data_dir: str | None) -> TorchvisionSets:
     cls = getattr(torchvision.datasets, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)):
         raise DataError(f"torchvision.datasets has no dataset {name!r} (e.g. CIFAR10, KMNIST, Omniglot, CelebA)")
+    if any(getattr(cls, m) is getattr(torchvision.datasets.VisionDataset, m) for m in ("__getitem__", "__len__")):
+        raise DataError(f"torchvision.datasets.{name} is a base class, not a dataset; choose a dataset class, "
+                        "e.g. torchvision:CIFAR10, torchvision:FashionMNIST, torchvision:KMNIST")  # fmt: skip
     kwargs, shared_labels = _torchvision_splits(cls, name, subset or None)
     root = data_dir or cache_dir()
     params = inspect.signature(cls).parameters

@@ -4,7 +4,9 @@
 images (:func:`validation_split`, a fixed seed) becomes the test set of one run per value, trained
 on the rest with the run's settings, and the value whose q(y|x) is most accurate on the validation
 images wins (the first on a tie). The test set is never read. The runs are kept in
-``RUN/class-weight-selection/`` and a finished one is read again instead of retrained.
+``RUN/class-weight-selection/``, each with the ``fingerprint.json`` of its settings (as
+``compare`` keeps its cells); a finished one is read again instead of retrained only when its
+fingerprint matches the settings of the run now being trained.
 
 :func:`fit_with_selection` and :func:`resume_with_selection` are :func:`pyro_vae.training.train.fit` and
 :func:`~pyro_vae.training.train.resume` with the selection as their ``tune`` step; ``pyro-vae train``
@@ -17,17 +19,19 @@ Models*, NeurIPS 2014 (α, the weight of the classification term).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from pyro_vae.atomic import atomic_write_text
 from pyro_vae.config import RunConfig
 from pyro_vae.errors import ConfigError, UsageError
 from pyro_vae.training import distributed
 from pyro_vae.training import train as training
-from pyro_vae.training.runfolder import run_state
+from pyro_vae.training.runfolder import check_inside, remove_contents, run_state
+
+FINGERPRINT_NAME = "fingerprint.json"
 
 VALIDATION_SEED = 1234  # the fixed seed of the validation split carved from the training images
 
@@ -66,19 +70,43 @@ def select_class_weight(config: RunConfig, data, out_dir: str | Path, progress: 
     validation = data.split_validation(rows.to(data.train_store.device))
     scores = {}
     for weight in grid:
+        folder = check_inside(Path(out_dir) / "class-weight-selection", out_dir)
         sub = Path(out_dir) / "class-weight-selection" / f"class-weight-{weight:g}"
-        if run_state(sub) == "finished":
+        cfg = RunConfig.from_dict(config.to_dict())
+        cfg.train.class_weight, cfg.train.class_weight_grid = weight, None
+        cfg.train.fidelity_samples, cfg.train.tensorboard, cfg.train.eval_num_samples = 0, False, 1
+        fingerprint = _fingerprint(cfg)
+        if sub.exists() or sub.is_symlink():
+            check_inside(sub, folder)
+        if run_state(sub) == "finished" and _recorded(sub) == fingerprint:
             final = json.loads((sub / "metrics.json").read_text())["final"]
         else:
-            shutil.rmtree(sub, ignore_errors=True)  # an interrupted selection run starts again
-            cfg = RunConfig.from_dict(config.to_dict())
-            cfg.train.class_weight, cfg.train.class_weight_grid = weight, None
-            cfg.train.fidelity_samples, cfg.train.tensorboard, cfg.train.eval_num_samples = 0, False, 1
+            if sub.is_dir():  # interrupted, or made with other settings: it starts again
+                remove_contents(sub)
+            atomic_write_text(sub / FINGERPRINT_NAME, json.dumps(fingerprint, indent=2) + "\n")
             final = training.fit(cfg, sub, progress=progress, data=validation).metrics["final"]
         scores[f"{weight:g}"] = final["accuracy"]
     best = max(grid, key=lambda w: scores[f"{w:g}"])  # the first of the best
     config.train.class_weight = best
     return {"class_weight_selection": {"validation_size": len(rows), "accuracy": scores, "chosen": best}}
+
+
+def _fingerprint(cfg: RunConfig) -> dict:
+    """What defines a selection run's result: its config, less the run id, the device, compiling and
+    the data's memory budget."""
+    run = cfg.to_dict()
+    run.pop("run_id", None)
+    for key in ("device", "compile"):
+        run["train"].pop(key)
+    run["data"].pop("max_data_memory")
+    return json.loads(json.dumps(run))  # as fingerprint.json reads back (tuples as lists)
+
+
+def _recorded(sub: Path) -> dict | None:
+    try:
+        return json.loads((sub / FINGERPRINT_NAME).read_text())
+    except (OSError, ValueError):
+        return None  # made before fingerprints: trained again
 
 
 def fit_with_selection(config: RunConfig | None = None, out_dir: str | Path | None = None, **kwargs) -> training.Run:

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from pyro_vae.atomic import atomic_write_text
-from pyro_vae.config import RunConfig
+from pyro_vae.config import MAX_SEED, RunConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.experiments.class_weight import fit_with_selection, resume_with_selection
-from pyro_vae.training.runfolder import RunLock, run_state
+from pyro_vae.training.runfolder import RunLock, run_folder, run_state
 
 SUMMARIZED = {
     "accuracy": "M2 q(y|x) test accuracy",
@@ -74,7 +74,10 @@ def label_draws(
         raise ConfigError("labels", "is required for label draws: pass the number of labels to keep, e.g. 100")
     if len(label_seeds) < 2 or len(set(label_seeds)) != len(label_seeds):
         raise ConfigError("label_seeds", f"needs at least two distinct seeds for an interval, got {list(label_seeds)}")
-    out_dir = Path(out_dir)
+    bad = [s for s in label_seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
+    if bad:  # every seed before the first draw trains
+        raise ConfigError("label_seeds", f"must be integers between 0 and {MAX_SEED}, got {bad[0]!r}")
+    out_dir = run_folder(out_dir)
     rows = []
     with RunLock(out_dir):
         for seed in label_seeds:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -39,14 +38,22 @@ import pyro
 import torch
 
 from pyro_vae.atomic import atomic_write_text
-from pyro_vae.config import RunConfig, _registry, check_options, option, resolve_device
+from pyro_vae.config import MAX_SEED, MAX_SIZE, RunConfig, _registry, check_options, option, resolve_device
 from pyro_vae.data.load import load_data
 from pyro_vae.errors import ConfigError, GridMismatch, IncompatiblePair, IncompleteGrid
 from pyro_vae.experiments.results import _one_line, aggregate, write_results
 from pyro_vae.inference.diagnostics import active_units, gradient_snr
 from pyro_vae.inference.elbos import ELBOS, build_elbo
 from pyro_vae.models.registry import check_config
-from pyro_vae.training.runfolder import CHECKPOINT_NAME, LOCK_NAME, RunLock, run_state
+from pyro_vae.training.runfolder import (
+    CHECKPOINT_NAME,
+    LOCK_NAME,
+    RunLock,
+    check_inside,
+    remove_contents,
+    run_folder,
+    run_state,
+)
 from pyro_vae.training.train import fit, load_run, resume
 
 
@@ -61,10 +68,12 @@ class CompareConfig:
         ("diag",), "q(z|x) families, comma-separated", choices=_registry("inference.guides", "GUIDES")
     )
     elbos: tuple[str, ...] = option(("trace",), "estimators, comma-separated NAME or NAME:K, e.g. trace,iwae:5")
-    seeds: tuple[int, ...] = option((0,), "seeds, comma-separated; several give mean ± sd", minimum=0)
+    seeds: tuple[int, ...] = option((0,), "seeds, comma-separated; several give mean ± sd", minimum=0, maximum=MAX_SEED)
     base: RunConfig = field(default_factory=RunConfig)
-    snr_estimates: int = option(64, "gradient draws per cell for the SNR", minimum=2)
-    snr_batch_size: int = option(128, "the fixed training minibatch the SNR is measured on", positive=True)
+    snr_estimates: int = option(64, "gradient draws per cell for the SNR", minimum=2, maximum=MAX_SIZE)
+    snr_batch_size: int = option(
+        128, "the fixed training minibatch the SNR is measured on", positive=True, maximum=MAX_SIZE
+    )
     workers: int = option(
         1, "cells trained at once, each in its own process with its share of the CPU threads (or a GPU)", positive=True
     )
@@ -76,20 +85,22 @@ class CompareConfig:
         """
         check_options(self)
         check_config(self.base)
-        out = []
-        for guide in self.guides:
-            for entry in self.elbos:
-                name, _, k = entry.partition(":")
-                if name not in ELBOS:
-                    raise ConfigError("elbos", f"must name estimators from {', '.join(ELBOS)}, got {name!r}")
-                try:
-                    particles = int(k) if k else self.base.train.particles
-                except ValueError:
-                    raise ConfigError("elbos", f"entry {entry!r} is not NAME or NAME:K, e.g. iwae:50") from None
-                if particles < 1:
-                    raise ConfigError("elbos", f"entry {entry!r} needs K ≥ 1")
-                out.extend((guide, name, particles, seed) for seed in self.seeds)
-        return out
+        for name in ("guides", "seeds"):
+            _no_repeats(name, getattr(self, name))
+        estimators = []
+        for entry in self.elbos:
+            name, _, k = entry.partition(":")
+            if name not in ELBOS:
+                raise ConfigError("elbos", f"must name estimators from {', '.join(ELBOS)}, got {name!r}")
+            try:
+                particles = int(k) if k else self.base.train.particles
+            except ValueError:
+                raise ConfigError("elbos", f"entry {entry!r} is not NAME or NAME:K, e.g. iwae:50") from None
+            if not 1 <= particles <= MAX_SIZE:
+                raise ConfigError("elbos", f"entry {entry!r} needs K between 1 and {MAX_SIZE:,}")
+            estimators.append((name, particles))
+        _no_repeats("elbos", [f"{name}:{k}" for name, k in estimators])
+        return [(guide, name, k, seed) for guide in self.guides for name, k in estimators for seed in self.seeds]
 
     def cell_config(self, guide: str, elbo: str, particles: int, seed: int) -> RunConfig:
         config = RunConfig.from_dict(self.base.to_dict())
@@ -110,11 +121,21 @@ class CompareConfig:
             run["train"].pop(key)
         for key in ("max_data_memory", "label_seed"):  # the last: read by semi-supervised models alone
             run["data"].pop(key)
+        run.pop("run_id", None)
         fingerprint = {"run": run, "snr_estimates": self.snr_estimates, "snr_batch_size": self.snr_batch_size}
         return json.loads(json.dumps(fingerprint))  # as fingerprint.json reads back (tuples as lists)
 
 
 FINGERPRINT_NAME = "fingerprint.json"
+
+
+def _no_repeats(name: str, values) -> None:
+    """:raises ConfigError: when ``values`` names one value twice (a cell counted twice)."""
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ConfigError(name, f"must not repeat a value (it would count one cell twice), got {v!r} twice")
+        seen.add(v)
 
 
 def cell_name(guide: str, elbo: str, particles: int, seed: int) -> str:
@@ -154,6 +175,7 @@ def run_cell(cfg: CompareConfig, guide: str, elbo: str, particles: int, seed: in
     """Train (or resume) one cell and measure it; writes and returns ``cell.json``'s dict."""
     config = cfg.cell_config(guide, elbo, particles, seed)
     identity = {"guide": guide, "elbo": elbo, "K": particles, "seed": seed, "pixels": config.data.pixels}
+    check_inside(cell_dir, cell_dir.parent)
     with RunLock(cell_dir):
         try:
             state = run_state(cell_dir)
@@ -226,7 +248,7 @@ def compare(
     :raises pyro_vae.errors.RunLocked: when another process is writing ``out_dir``.
     """
     cells = cfg.cells()
-    out_dir = Path(out_dir)
+    out_dir = run_folder(out_dir)
     with RunLock(out_dir):
         check_cells(cfg, cells, out_dir, restart_changed, log)
         cfg.base.save(out_dir / "base_config.json")
@@ -257,11 +279,18 @@ def compare(
 def check_cells(cfg: CompareConfig, cells: list[tuple], out_dir: Path, restart_changed: bool, log=_print) -> None:
     """Refuse (or, with ``restart_changed``, clear) the cells of ``out_dir`` made with other settings.
 
+    Clearing never follows a link, and every cell path must lead inside ``OUT/cells``.
+
     :raises GridMismatch: naming the first changed cell and its changed settings.
+    :raises pyro_vae.errors.UnsafePath: for ``OUT/cells`` or a cell folder that is a link elsewhere.
     """
     changed = {}
+    if (out_dir / "cells").is_symlink():
+        check_inside(out_dir / "cells", out_dir)
     for cell in cells:
         cell_dir = out_dir / "cells" / cell_name(*cell)
+        if cell_dir.is_symlink() or cell_dir.exists():
+            check_inside(cell_dir, out_dir / "cells")
         old, new = _recorded(cell_dir), cfg.fingerprint(cfg.cell_config(*cell))
         if old is not None and old != new:
             changed[cell_dir] = changes(old, new)
@@ -274,9 +303,7 @@ def check_cells(cfg: CompareConfig, cells: list[tuple], out_dir: Path, restart_c
         )
     for cell_dir in changed:
         with RunLock(cell_dir):
-            for p in cell_dir.iterdir():
-                if p.name != LOCK_NAME:
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            remove_contents(cell_dir, keep=(LOCK_NAME,))
         log(f"{cell_dir.name}: made with other settings, trained afresh")
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
 
@@ -320,6 +347,8 @@ def run_cell_at(
                           f"(see --list-cells), got {index}")  # fmt: skip
     cell = cells[index]
     cell_dir = out_dir / "cells" / cell_name(*cell)
+    if cell_dir.is_symlink() or cell_dir.exists():
+        check_inside(cell_dir, out_dir / "cells")
     with RunLock(cell_dir):
         check_cells(cfg, [cell], out_dir, restart_changed)
         if (cell_dir / "cell.json").is_file():

@@ -238,6 +238,12 @@ class BaseVAE(nn.Module):
         differentiates)."""
         return elbo.loss_and_grads(*self.pair, *args)
 
+    @staticmethod
+    def check_count(n: int) -> None:
+        """:raises UsageError: unless ``n``, a number of samples, is a positive integer."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise UsageError(f"the number of samples must be a positive integer, got {n!r}")
+
     def check_label(self, y: int) -> None:
         """:raises LabelError: for a label this model cannot take."""
         raise LabelError(f"needs a model with classes; a {type(self).__name__} draws from p(z) and takes no label")
@@ -402,6 +408,7 @@ class ConditionalModel(BaseVAE):
     def sample(self, n: int, y: Tensor | int | None = None) -> Tensor:
         """:param y: one label for all, ``(n,)`` labels, or ``None``: y ~ p(y), uniform.
         :returns: the means of p(x|z, y) for ``n`` draws z ~ p(z|y), ``(n, x_dim)``."""
+        self.check_count(n)
         if y is None:
             y = torch.randint(self.num_classes, (n,), device=self.prior_loc.device)
         y = self._labels(y, n)

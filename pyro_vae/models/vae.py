@@ -99,7 +99,9 @@ class VAE(BaseVAE):
     def sample(self, n: int, y: Tensor | int | None = None) -> Tensor:
         """:returns: the means of p(x|z) for ``n`` draws z ~ p(z), ``(n, x_dim)``.
 
-        :raises LabelError: when given a label (a VAE has no classes)."""
+        :raises LabelError: when given a label (a VAE has no classes).
+        :raises UsageError: unless ``n`` is a positive integer."""
+        self.check_count(n)
         if y is not None:
             self.check_label(y)
         return self.decode(self.prior().sample((n,)))

@@ -19,10 +19,13 @@ each step runs on the rank's shard of the batch, and rank 0 alone evaluates and 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import time
+import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,11 +46,11 @@ from pyro_vae.inference.elbos import accepted_estimators, build_elbo, check_pair
 from pyro_vae.inference.evaluate import chunk_for_memory, elbo_terms, importance_log_px, summarize
 from pyro_vae.models.base import BaseVAE
 from pyro_vae.models.likelihoods import bits_per_dim
-from pyro_vae.models.registry import build_model, check_config, get_model
+from pyro_vae.models.registry import _available_memory, build_model, check_config, get_model
 from pyro_vae.training import distributed, tensorboard
 from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from pyro_vae.training.compiling import compile_networks
-from pyro_vae.training.runfolder import CHECKPOINT_NAME, RunLock, run_state
+from pyro_vae.training.runfolder import CHECKPOINT_NAME, RunLock, run_folder, run_state
 
 Tune = Callable[[RunConfig, ImageData, Path, bool], dict]  # see fit's tune
 
@@ -146,29 +149,44 @@ def fit(
         ``config`` (in place) and returns what ``metrics.json`` records of the choice. A
         ``config.train.class_weight_grid`` needs one: :func:`pyro_vae.experiments.class_weight.fit_with_selection`
         passes it.
-    :raises ConfigError: for bad config values, naming the field.
+    :raises ConfigError: for bad config values, naming the field, or a ``config`` that is not a
+        :class:`RunConfig`.
     :raises ValueError: for bad data, or an estimator that does not fit the guide.
-    :raises RunExists: when ``out_dir`` already holds a run.
+    :raises RunExists: when ``out_dir`` already holds a run (a finished one even without its checkpoint).
     :raises pyro_vae.errors.RunLocked: when another process is writing ``out_dir``.
     :raises TrainingDiverged: when the loss becomes NaN or infinite.
     :raises pyro_vae.errors.LaunchError: under ``torchrun``, when the launch cannot train
         (see :func:`pyro_vae.training.distributed.join`).
     """
+    if config is not None and not isinstance(config, RunConfig):
+        raise ConfigError(
+            "config", f"must be a RunConfig (pyro_vae.RunConfig()), got {type(config).__name__} {config!r:.60}"
+        )
     config = RunConfig.from_dict(config.to_dict()) if config is not None else RunConfig()
     check_config(config)
     config = resolve_defaults(config)
+    config.run_id = uuid.uuid4().hex  # written into config.json and every checkpoint
     check_config(config)  # the model's default estimator too
     _check_tune(config, tune)
     if data is None:
         check_data_config(config.data)
     distributed.join(config.train.batch_size, resolve_device(config.train.device))
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
+    out_dir = run_folder(out_dir) if out_dir is not None else default_out_dir(config)
     with RunLock(out_dir):
         state = distributed.from_rank0(run_state(out_dir))
         if state != "new":
             how = "choose another --out" if state == "finished" else f"continue it with --resume {out_dir}"
-            raise RunExists(f"{out_dir} already holds a {state} run; {how} or choose another --out")
+            raise RunExists(
+                f"{out_dir} already holds a {state} run{_missing(out_dir, state)}; {how} or choose another --out"
+            )
         return _start(config, out_dir, progress, data, tune)
+
+
+def _missing(run_dir: Path, state: str) -> str:
+    """`` (its checkpoint.pt is missing)`` for a finished run without its checkpoint, else ``""``."""
+    if state != "finished" or (run_dir / CHECKPOINT_NAME).is_file():
+        return ""
+    return f" (metrics.json holds its final metrics; its {CHECKPOINT_NAME} is missing)"
 
 
 def _check_tune(config: RunConfig, tune: Tune | None) -> None:
@@ -201,6 +219,8 @@ def _build_and_train(
         raise DataError(
             f"the {empty} set of {data.name} holds no images; give at least one training and one test image"
         )
+    if config.run_id is None:  # a run of a config.json without one (written before ids), started again
+        config.run_id = uuid.uuid4().hex
     cls = get_model(config.model.model)
     cls.check_data(data, config)  # labels where the model needs them, --labels against the training set
     tuned = tune(config, data, out_dir, progress) if tune is not None else {}  # may set options in config
@@ -212,6 +232,7 @@ def _build_and_train(
     data.check(unit_interval=vae.lik.unit_interval)
     run = Run(out_dir, config, vae, data, {"data": data.describe(), **tuned, "epochs": []}, data.image_shape)
     make_elbo(config.train)  # checks the estimator's name and options
+    _check_step_memory(config, data, device)
     args = vae.evaluation_args(data.train_images[:2], None if data.train_y is None else data.train_y[:2])
     check_pair(config.train.elbo, config.model.guide, vae.model, vae.guide, *args, jit=config.train.jit)
     pyro.clear_param_store()
@@ -221,6 +242,22 @@ def _build_and_train(
         config.save(out_dir / "config.json")
     _save(run, optim, 0)  # epoch 0: the run is resumable from its first step on
     return _train(run, optim, progress)
+
+
+def _check_step_memory(config: RunConfig, data: ImageData, device: torch.device) -> None:
+    """:raises ConfigError: naming ``particles`` when one step's likelihood alone (K × batch × pixels,
+    float32) exceeds the memory, before anything is allocated."""
+    t = config.train
+    batch = min(t.batch_size, len(data.train_images))
+    need = 4 * t.particles * batch * (math.prod(data.image_shape) + config.model.z_dim)
+    available = _available_memory(device)
+    if available is not None and need > available:
+        raise ConfigError(
+            "particles",
+            f"{t.particles} with batch_size {t.batch_size} is too large: one step needs at least "
+            f"{need / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB available; "
+            "lower --particles or --batch-size",
+        )
 
 
 def _start(config: RunConfig, out_dir: Path, progress: bool, data: ImageData | None, tune: Tune | None) -> Run:
@@ -236,15 +273,25 @@ def _start(config: RunConfig, out_dir: Path, progress: bool, data: ImageData | N
 def load_run(run_dir: str | Path, device: str = "cpu", *, with_data: bool = True) -> tuple[Run, dict]:
     """Rebuild a run from its folder: config, model weights, and (optionally) its data.
 
+    The config passes every check that :func:`fit` runs (:func:`pyro_vae.models.registry.check_config`),
+    and the checkpoint must carry the run id of ``config.json`` (runs made before ids existed have
+    none in either).
+
     :returns: the :class:`Run` and the raw checkpoint dict.
-    :raises CheckpointError: when the folder holds no readable run.
+    :raises CheckpointError: when the folder holds no readable run, or a checkpoint of another run.
     """
-    run_dir = Path(run_dir)
+    run_dir = run_folder(run_dir, "RUN_DIR")
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"{run_dir} holds no run (no config.json); pass a folder written by pyro-vae train")
     config = recorded_config(run_dir / "config.json")
+    check_config(config)
     dev = resolve_device(device)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=dev)
+    if ckpt.get("run_id") != config.run_id:
+        raise CheckpointError(
+            f"checkpoint {run_dir / CHECKPOINT_NAME} belongs to another run (run id {ckpt.get('run_id')}, but "
+            f"{run_dir / 'config.json'} has {config.run_id}); put back this run's own checkpoint"
+        )
     data = load_data(config.data, dev) if with_data else None
     vae = build_model(config, tuple(ckpt["image_shape"]), ckpt.get("num_classes", 10)).to(dev)
     try:
@@ -287,7 +334,7 @@ def resume(
     :raises ConfigError: when ``epochs`` is below the epochs already trained, or the run has
         finished and ``epochs`` adds none.
     """
-    run_dir = Path(run_dir)
+    run_dir = run_folder(run_dir, "--resume")
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} holds no run (no such folder); pass a folder written by pyro-vae train")
     with RunLock(run_dir):
@@ -304,6 +351,11 @@ def resume(
         state = distributed.from_rank0(run_state(run_dir))
         if state == "new":  # killed before the epoch-0 checkpoint: nothing trained, start again
             return _start(config, run_dir, progress, None, tune)
+        if _missing(run_dir, state):
+            raise CheckpointError(
+                f"{run_dir} holds a finished run{_missing(run_dir, state)}; it cannot train on without it: "
+                f"restore {run_dir / CHECKPOINT_NAME}, or train a new run with another --out"
+            )
         run, ckpt = load_run(run_dir, config.train.device)
         if config.train.compile:
             compile_networks(run.vae)
@@ -323,8 +375,11 @@ def resume(
             optim.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint in {run_dir} has an optimizer state that does not fit ({e})") from None
-        set_rng_state(ckpt["rng"])
-        if distributed.is_writer():
+        try:
+            set_rng_state(ckpt["rng"])
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint in {run_dir} has RNG states that do not fit ({e})") from None
+        if distributed.is_writer():  # every check is done: the first write
             config.save(run_dir / "config.json")
         write_metrics(run)  # drops the final metrics of a finished run that trains on
         return _train(run, optim, progress, start_epoch=done)
@@ -343,12 +398,20 @@ def train_step(elbo, vae: BaseVAE, optimizer: torch.optim.Optimizer, *args: torc
         ``x, y`` (``cvae``), or an unlabelled and a labelled batch (``ssvae``).
     :returns: the loss, −ELBO summed over the batch (nats).
     """
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False), _nan_checked_here():
         loss = vae.loss_and_grads(elbo, *args)
     if math.isfinite(loss):
         optimizer.step()
     optimizer.zero_grad()
     return loss
+
+
+@contextlib.contextmanager
+def _nan_checked_here() -> Iterator[None]:
+    """Pyro's NaN warnings off: the caller checks the loss and raises :class:`TrainingDiverged`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+        yield
 
 
 def _save(run: Run, optim: torch.optim.Optimizer, epoch: int) -> None:
@@ -363,6 +426,7 @@ def _save(run: Run, optim: torch.optim.Optimizer, epoch: int) -> None:
         history=run.metrics["epochs"],
         image_shape=list(run.image_shape),
         num_classes=run.data.num_classes,
+        **({"run_id": run.config.run_id} if run.config.run_id is not None else {}),
     )
 
 
@@ -432,7 +496,8 @@ def _epochs(run: Run, optim: torch.optim.Optimizer, progress: bool, start_epoch:
             yield epoch
             continue
         vae.eval()
-        test = summarize(elbo_terms(vae.model, vae.guide, *vae.evaluation_args(data.test_images, data.test_y)))
+        with _nan_checked_here():
+            test = summarize(elbo_terms(vae.model, vae.guide, *vae.evaluation_args(data.test_images, data.test_y)))
         if not math.isfinite(test["elbo"]):
             raise TrainingDiverged(
                 f"test ELBO became {test['elbo']} after epoch {epoch}; last good checkpoint: {ckpt_path} "
@@ -497,8 +562,10 @@ def final_metrics(vae: nn.Module, x: torch.Tensor, num_samples: int, y: torch.Te
 
 
 def finish(run: Run) -> Run:
-    """Final test metrics into ``metrics.json`` (key ``final``) and every plot into the run folder
-    (by rank 0 alone under ``torchrun``; the other ranks' runs have no ``final`` metrics)."""
+    """Every plot into the run folder, then the final test metrics into ``metrics.json`` (key
+    ``final``), which marks the run finished: a run killed (or out of disk) while drawing is still
+    resumable, and ``--resume`` finishes it. By rank 0 alone under ``torchrun``; the other ranks'
+    runs have no ``final`` metrics."""
     if not distributed.is_writer():
         return run
     data, vae = run.data, run.vae
@@ -507,8 +574,8 @@ def finish(run: Run) -> Run:
     final.update(vae.run_metrics(data, run.config, sum(r.get("steps", 0) for r in run.metrics["epochs"])))
     final["pixels"] = data.pixels
     run.metrics["final"] = final
-    write_metrics(run)
     plots.save_run_plots(run)
+    write_metrics(run)
     return run
 
 
