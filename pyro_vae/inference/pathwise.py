@@ -139,7 +139,8 @@ def _jacobian_step(t, v: Tensor) -> Tensor:
     """u with J(x)ᵀu = v − ∇ log|det J|(x) for flow step t at its last sample x, any step: J from
     z_dim vector-Jacobian products (one batched call), then a batched linear solve. Uses the
     forward pass's graph when it has one, else recomputes the step from a detached x; either way
-    the step's cache is left as it was."""
+    the step's cache is left as it was. Where J is singular (a NAF step saturated at the clamp of
+    its inverse sigmoid, so that ∇ log q is undefined there) u is the least-squares solution."""
     x, y = t._cached_x_y
     saved = _cache_of(t)
     with torch.enable_grad():
@@ -159,8 +160,12 @@ def _jacobian_step(t, v: Tensor) -> Tensor:
         except RuntimeError:  # an op without a batching rule: one product per row
             rows = torch.stack([torch.autograd.grad(y, x, e, retain_graph=True)[0] for e in eye])
     vars(t).update(saved)
-    jac = rows.movedim(0, -2).detach()  # (..., z_dim, z_dim), jac[..., i, j] = ∂y_i/∂x_j
-    return torch.linalg.solve(jac.transpose(-1, -2), (v - g.detach()).unsqueeze(-1)).squeeze(-1)
+    jac_t = rows.movedim(0, -2).detach().transpose(-1, -2)  # (..., z_dim, z_dim), [..., j, i] = ∂y_i/∂x_j
+    rhs = (v - g.detach()).unsqueeze(-1)  # (..., z_dim, 1)
+    u, info = torch.linalg.solve_ex(jac_t, rhs)
+    if (info != 0).any():  # a singular J (NAF saturated at its sigmoid's clamp): least squares there
+        u = torch.where((info != 0)[..., None, None], torch.linalg.pinv(jac_t) @ rhs, u)
+    return u.squeeze(-1)
 
 
 def cached_flow_score(fn: TransformedDistribution, z: Tensor) -> Tensor:
