@@ -72,11 +72,10 @@ _NOT_IN_COMPARE = {
     "elbo",
     "seed",
     "model",
-    "prior",
     "labels",
     "label_seed",
     "class_weight",
-}  # set per cell, or VAE only
+}  # set per cell, or VAE only (--prior and --prior-components apply to every cell's VAE)
 
 
 def build_parser() -> argparse.ArgumentParser:

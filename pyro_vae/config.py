@@ -140,7 +140,7 @@ class ModelConfig:
     hidden_dims: tuple[int, ...] = option((400,), "MLP widths, encoder order; the decoder mirrors them", positive=True)
     likelihood: str = option("bernoulli", "pixel likelihood", choices=_registry("models.likelihoods", "LIKELIHOODS"))
     guide: str = option("diag", "q(z|x) family", choices=_registry("inference.guides", "GUIDES"))
-    flow_steps: int = option(2, "inverse autoregressive flow steps K of --guide iaf", positive=True)
+    flow_steps: int = option(2, "flow steps K of --guide iaf and the other flow guides", positive=True)
     model: str = option(
         "vae",
         "vae, cvae (conditional on the label), ssvae (semi-supervised M2), or a registered model",
@@ -149,10 +149,15 @@ class ModelConfig:
     net: str = option("mlp", "encoder/decoder networks", choices=_registry("models.nets", "NETS"))
     prior: str | None = option(
         None,
-        "p(z|y) of --model cvae: learned per class, a learned mixture per class, or N(0, I) (default mixture)",
-        choices=_registry("models.cvae", "PRIORS"),
+        "p(z) of --model vae: N(0, I), a learned mixture, or the VampPrior (default standard); p(z|y) of "
+        "--model cvae: learned per class, a learned mixture per class, or N(0, I) (default mixture)",
+        choices=_registry("models.priors", "PRIORS"),
     )
-    prior_components: int | None = option(None, "Gaussians per class of --prior mixture (default 30)", positive=True)
+    prior_components: int | None = option(
+        None,
+        "K of --prior mixture (Gaussians, per class; default vae 10, cvae 30) and vamp (pseudo-inputs; default 50)",
+        positive=True,
+    )
     kl_weight: float | None = option(
         None,
         "--model cvae, ssvae: weight w of the KL term of z in the training loss (default: cvae 2.5, with "

@@ -43,6 +43,7 @@ from pyro_vae.inference.elbos import accepted_estimators, build_elbo, check_pair
 from pyro_vae.inference.evaluate import chunk_for_memory, elbo_terms, importance_log_px, summarize
 from pyro_vae.models.base import BaseVAE
 from pyro_vae.models.likelihoods import bits_per_dim
+from pyro_vae.models.priors import get_prior
 from pyro_vae.models.registry import build_model, check_config, get_model
 from pyro_vae.training import distributed, tensorboard
 from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -66,10 +67,11 @@ class Run:
 
 def _fill_options(config: RunConfig, values: dict) -> None:
     """Set the model options left ``None`` in ``config`` to ``values``; ``prior_components`` only
-    with a mixture prior."""
+    with a prior that takes components (mixture, vamp)."""
     m = config.model
     for name, value in values.items():
-        if getattr(m, name) is None and (name != "prior_components" or (m.prior or "mixture") == "mixture"):
+        takes = name != "prior_components" or get_prior(m.prior or "mixture").components is not None
+        if getattr(m, name) is None and takes:
             setattr(m, name, value)
 
 
