@@ -272,10 +272,12 @@ def check_reference(vae: pyro_vae.VAE, ref: TorchVAE, x: Tensor, seed: int = 0) 
     return err
 
 
-def new_vae(z_dim: int = 50, hidden_dims: Sequence[int] = (400,), seed: int = 0, guide: str = "diag") -> pyro_vae.VAE:
+def new_vae(
+    z_dim: int = 50, hidden_dims: Sequence[int] = (400,), seed: int = 0, guide: str = "diag", flow_steps: int = 2
+) -> pyro_vae.VAE:
     """The benchmark model, pyro_vae.VAE(784, z_dim, hidden_dims, guide=guide), with weights drawn from ``seed``."""
     torch.manual_seed(seed)
-    return pyro_vae.VAE(X_DIM, z_dim=z_dim, hidden_dims=tuple(hidden_dims), guide=guide)
+    return pyro_vae.VAE(X_DIM, z_dim=z_dim, hidden_dims=tuple(hidden_dims), guide=guide, flow_steps=flow_steps)
 
 
 # ----------------------------------------------------------------------------- Pyro helpers

@@ -16,6 +16,10 @@ multi-particle estimator, against the same estimator at K = 1.
     python benchmarks/estimator_cost.py                        # K = 1, 5, 50; 20 steps x 7 rounds
     python benchmarks/estimator_cost.py --repeats 2 --steps 5  # quick
     python benchmarks/estimator_cost.py --pairs diag:trace iaf:trace iaf:stl iaf:dreg  # flows ÷ diag + trace
+    python benchmarks/estimator_cost.py --guides-with trace stl dreg:5 --z-dim 20   # every guide ÷ diag + trace
+
+``--guides-with`` times every guide of ``pyro_vae.inference.guides.GUIDES`` (flows at ``--flow-steps``) with
+each estimator given, against ``diag`` + ``trace``; a pair the estimator refuses up front is listed as skipped.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from common import (
 )
 
 from pyro_vae.inference.elbos import ELBOS, build_elbo, check_pair
+from pyro_vae.inference.guides import GUIDES
 from pyro_vae.training.train import make_optimizer, train_step
 
 BASELINE = "trace K=1"
@@ -85,9 +90,20 @@ def main() -> None:
         metavar="GUIDE:ELBO[:K]",
         help="time these guide+estimator pairs instead (e.g. diag:trace iaf:stl iaf:dreg:5); the first is the baseline",
     )
+    p.add_argument(
+        "--guides-with",
+        nargs="+",
+        metavar="ELBO[:K]",
+        help="time every registered guide with these estimators, against diag + trace (e.g. trace stl dreg:5)",
+    )
+    p.add_argument("--flow-steps", type=int, default=2, help="K of the flow guides")
     args = p.parse_args()
+    if args.guides_with:
+        pairs = [f"{g}:{e}" for e in args.guides_with for g in GUIDES]
+        args.pairs = ["diag:trace"] + [pair for pair in pairs if pair != "diag:trace"]
     device = setup(args)
     what = f"pairs {' '.join(args.pairs)}" if args.pairs else f"guide {args.guide}"
+    what += f", z_dim {args.z_dim}, {args.flow_steps} flow steps"
     print_header(f"Estimator cost: seconds per epoch, {what}", device)
     x_all = load_fashion_mnist(args.data_dir, device).train_x
 
@@ -104,7 +120,7 @@ def main() -> None:
     vaes = {}
     for label, guide, name, k in entries:
         if guide not in vaes:
-            vaes[guide] = new_vae(args.z_dim, seed=args.seed, guide=guide).to(device)
+            vaes[guide] = new_vae(args.z_dim, seed=args.seed, guide=guide, flow_steps=args.flow_steps).to(device)
         vae = copy.deepcopy(vaes[guide])
         try:
             check_pair(name, guide, vae.model, vae.guide, x_all[:2])

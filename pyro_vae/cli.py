@@ -246,7 +246,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from pyro_vae.atomic import atomic_write_text
     from pyro_vae.config import DataConfig
     from pyro_vae.data.load import load_data
-    from pyro_vae.training.train import final_metrics, load_run
+    from pyro_vae.training.final import final_metrics
+    from pyro_vae.training.train import load_run
 
     if args.num_samples < 1:
         raise UsageError(f"--num-samples must be a positive integer, got {args.num_samples}")

@@ -149,7 +149,7 @@ class ModelConfig:
     )
     likelihood: str = option("bernoulli", "pixel likelihood", choices=_registry("models.likelihoods", "LIKELIHOODS"))
     guide: str = option("diag", "q(z|x) family", choices=_registry("inference.guides", "GUIDES"))
-    flow_steps: int = option(2, "inverse autoregressive flow steps K of --guide iaf", positive=True, maximum=1000)
+    flow_steps: int = option(2, "flow steps K of --guide iaf and the other flow guides", positive=True, maximum=1000)
     model: str = option(
         "vae",
         "the model: a name in the registry of models (pyro_vae.models.registry.MODELS)",
@@ -158,11 +158,15 @@ class ModelConfig:
     net: str = option("mlp", "encoder/decoder networks", choices=_registry("models.nets", "NETS"))
     prior: str | None = option(
         None,
-        "the prior p(z|y): learned per class, a learned mixture per class, or N(0, I)",
-        choices=_registry("models.cvae", "PRIORS"),
+        "the prior p(z), or p(z|y) of a conditional model: N(0, I), learned per class, a learned mixture, or "
+        "the VampPrior (a name in pyro_vae.models.priors.PRIORS)",
+        choices=_registry("models.priors", "PRIORS"),
     )
     prior_components: int | None = option(
-        None, "Gaussians per class of a mixture prior", positive=True, maximum=MAX_SIZE
+        None,
+        "K of a mixture prior (Gaussians, per class in a conditional model) or of the VampPrior (pseudo-inputs)",
+        positive=True,
+        maximum=MAX_SIZE,
     )
     kl_weight: float | None = option(
         None,

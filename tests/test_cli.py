@@ -68,7 +68,7 @@ def test_train_writes_a_run_folder(run_dir, capsys):
         "flow_steps": 2,
         "model": "vae",
         "net": "mlp",
-        "prior": None,
+        "prior": "standard",  # left out, the model's default prior is recorded
         "prior_components": None,
         "kl_weight": None,
         "decoder_y": None,
@@ -316,7 +316,11 @@ def test_svhn_trains_end_to_end_from_the_cli(tmp_path, capsys):
             ["train", "--model", "ssvae", "--labels", "5", "--out", "{tmp}/r"],
             "labels must be at least the number of classes (10) so that every class keeps a label, got 5",
         ),
-        (["train", "--prior", "learned", "--out", "{tmp}/r"], "prior applies to model 'cvae' only"),
+        (["train", "--prior", "learned", "--out", "{tmp}/r"], "prior 'learned' does not fit model 'vae'"),
+        (
+            ["train", "--prior", "mixture", "--elbo", "meanfield", "--out", "{tmp}/r"],
+            "estimator 'meanfield' does not fit prior 'mixture': TraceMeanField_ELBO needs a closed-form KL",
+        ),
         (["train", "--labels", "100", "--out", "{tmp}/r"], "labels applies to model 'ssvae' only"),
         (
             ["train", "--kl-weight", "2", "--out", "{tmp}/r"],
@@ -324,7 +328,7 @@ def test_svhn_trains_end_to_end_from_the_cli(tmp_path, capsys):
         ),
         (
             ["train", "--model", "cvae", "--prior", "learned", "--prior-components", "5", "--out", "{tmp}/r"],
-            "--prior-components applies to prior 'mixture' only, got 5 with prior 'learned'",
+            "--prior-components applies to priors 'mixture' and 'vamp' only, got 5 with prior 'learned'",
         ),
         (["train", "--model", "cvae", "--decoder-y", "middle"], ("invalid choice: 'middle'", "'every-layer'")),
         (["train", "--model", "cvae", "--prior", "flat"], ("invalid choice: 'flat'", "'learned'", "'standard'")),

@@ -58,3 +58,41 @@ def test_rerun_keeps_finished_cells_and_resumes_an_interrupted_one(tiny, tmp_pat
     assert lines[0] == "diag-trace-K1-seed0: kept from an earlier run" and kept.read_bytes() == before
     again = json.loads((interrupted / "cell.json").read_text())
     assert again["epochs"] == first["epochs"] and again["test_elbo"] == pytest.approx(first["test_elbo"], abs=1e-4)
+
+
+def test_paired_differences_against_the_first_cell_and_a_given_reference(tiny, tmp_path):
+    """Δ is the mean over test images of a cell's IS log p(x) minus the reference's, its s.e. the
+    sd of those differences / √N, recomputed here from the per-image files the runs kept."""
+    import math
+
+    import torch
+
+    from pyro_vae.errors import DataError
+    from pyro_vae.inference.evaluate import PER_IMAGE_NAME, load_per_image
+
+    tiny.guides, tiny.elbos, tiny.seeds = ("diag", "planar"), ("trace",), (0,)
+    out = tmp_path / "cmp"
+    rows = {r["guide"]: r for r in compare(tiny, out, log=lambda s: None)}
+    ref = load_per_image(out / "cells" / "diag-trace-K1-seed0" / PER_IMAGE_NAME)
+    own = load_per_image(out / "cells" / "planar-trace-K1-seed0" / PER_IMAGE_NAME)
+    assert ref.shape == own.shape == (32,) and ref.dtype == torch.float64
+    assert float(ref.mean()) == pytest.approx(rows["diag"]["is_log_px"], rel=1e-6)  # metrics.json: a float32 mean
+    d = own - ref
+    assert rows["planar"]["is_diff"] == pytest.approx(float(d.mean()), abs=1e-12)
+    assert rows["planar"]["is_diff_se"] == pytest.approx(float(d.std()) / math.sqrt(32), abs=1e-12)
+    assert rows["diag"]["is_diff"] == 0 and rows["diag"]["is_diff_se"] == 0
+    md = (out / "results.md").read_text()
+    assert md.startswith("Δ: IS log p(x) minus that of diag-trace-K1-seed0, image by image")
+    assert f"| {rows['planar']['is_diff']:+.2f} (s.e. {rows['planar']['is_diff_se']:.2f}) |" in md
+    assert "| 0 (reference) |" in md
+
+    other = tmp_path / "other"  # a second grid paired against the first grid's planar cell
+    tiny.guides, tiny.reference = ("diag",), str(out / "cells" / "planar-trace-K1-seed0")
+    (row,) = compare(tiny, other, log=lambda s: None)
+    assert row["is_diff"] == pytest.approx(-rows["planar"]["is_diff"], abs=1e-9)  # same diag run, seed 0
+    assert row["reference"] == tiny.reference
+
+    tiny.reference = str(tmp_path)  # a folder with no per-image values: one line, nothing trained
+    with pytest.raises(DataError, match=r"holds no test_log_px.pt; give a finished run folder or a grid's cell"):
+        compare(tiny, tmp_path / "third", log=lambda s: None)
+    assert not (tmp_path / "third").exists()

@@ -76,7 +76,7 @@ def test_learned_prior_kl_matches_torch():
     x, y = torch.rand(B, D), torch.tensor([0, 3, 3, 7, 9, 1])
     kl = elbo_terms(cvae.model, cvae.guide, x, y)["kl"]
     q = cvae.posterior(x, y)
-    mu_y, sd_y = cvae.prior_net(torch.eye(K)[y])
+    mu_y, sd_y = cvae.prior_net.loc_scale(y)
     assert not torch.allclose(mu_y[1], mu_y[3]) or torch.equal(y[1], y[3])  # the prior depends on y
     expected = kl_divergence(q, dist.Normal(mu_y, sd_y).to_event(1))
     torch.testing.assert_close(kl, expected)
@@ -161,8 +161,8 @@ def test_fit_refuses_bad_labels(tmp_path):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("prior", "learned", "prior applies to model 'cvae' only, got .* model 'vae'; drop it or use model 'cvae'"),
-        ("prior", "flat", "prior must be one of learned, standard, mixture, got 'flat'"),
+        ("prior", "learned", "prior 'learned' does not fit model 'vae': it is for conditional models only; use"),
+        ("prior", "flat", "prior must be one of standard, learned, mixture, vamp, got 'flat'"),
         ("model", "gan", "model must be one of vae, cvae, ssvae, got 'gan'"),
     ],
 )

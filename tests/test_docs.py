@@ -28,6 +28,7 @@ REGISTRIES = (
     "pyro_vae.models.registry.MODELS",
     "pyro_vae.models.nets.NETS",
     "pyro_vae.models.likelihoods.LIKELIHOODS",
+    "pyro_vae.models.priors.PRIORS",
 )
 
 
@@ -63,6 +64,18 @@ def test_the_api_reference_has_a_page_per_sub_package():
         "training",
         "experiments",
     }
+
+
+def test_every_module_has_its_section_in_the_api_reference():
+    """A new module (``pyro_vae/inference/flows.py``…) is documented where its sub-package is."""
+    package = Path(pyro_vae.__file__).parent
+    modules = {
+        ".".join(("pyro_vae", *p.relative_to(package).with_suffix("").parts))
+        for p in package.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
+    documented = set(re.findall(r"^\.\. automodule:: (\S+)", "".join(p.read_text() for p in API_SOURCES), re.M))
+    assert sorted(modules - documented) == []
 
 
 @pytest.mark.parametrize("name", pyro_vae.__all__)

@@ -34,3 +34,32 @@ def test_the_chunk_holds_the_memory_budget(net, shape, per_pair, chunk):
     assert all(not m._forward_hooks for m in vae.modules())  # and its hooks are gone
     assert chunk_for_memory(vae, vae.model, vae.guide, x, memory=5 * per_pair) == 4
     assert chunk_for_memory(vae, vae.model, vae.guide, x, memory=1) == 1
+
+
+def test_paired_difference_is_the_mean_difference_with_its_paired_standard_error():
+    import torch
+
+    from pyro_vae.errors import UsageError
+    from pyro_vae.inference.evaluate import paired_difference
+
+    ref = torch.tensor([-100.0, -200.0, -300.0, -400.0])
+    mean, se = paired_difference(ref + torch.tensor([1.0, 2.0, 3.0, 4.0]), ref)
+    assert mean == 2.5 and se == pytest.approx((5 / 3) ** 0.5 / 2, abs=1e-15)  # sd of 1..4 is √(5/3)
+    with pytest.raises(UsageError, match="need the same test images twice, got 3 and 4 values"):
+        paired_difference(ref[:3], ref)
+
+
+def test_per_image_values_round_trip_and_junk_is_refused(tmp_path):
+    import torch
+
+    from pyro_vae.errors import DataError
+    from pyro_vae.inference.evaluate import load_per_image, save_per_image
+
+    save_per_image(tmp_path / "v.pt", torch.tensor([1.5, -2.25], dtype=torch.float32))
+    assert load_per_image(tmp_path / "v.pt").tolist() == [1.5, -2.25]
+    (tmp_path / "junk.pt").write_text("not a tensor")
+    with pytest.raises(DataError, match=r"cannot read per-image log p\(x\) from .*junk.pt"):
+        load_per_image(tmp_path / "junk.pt")
+    torch.save(torch.zeros(2, 2), tmp_path / "matrix.pt")
+    with pytest.raises(DataError, match="does not hold a vector of per-image log p"):
+        load_per_image(tmp_path / "matrix.pt")

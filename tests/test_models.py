@@ -97,7 +97,7 @@ def test_options_apply_only_to_the_models_that_declare_them():
     cfg.model.model = "ssvae"
     check_config(cfg)
     cfg.model.prior = "standard"
-    with pytest.raises(ConfigError, match="prior applies to model 'cvae' only, got prior='standard' with model 'ssv"):
+    with pytest.raises(ConfigError, match="prior applies to the models vae, cvae only, got prior='standard' with mod"):
         check_config(cfg)
 
 

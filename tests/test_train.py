@@ -46,7 +46,7 @@ def test_short_training_raises_test_elbo(tmp_path):
     assert all(r["seconds"] > 0 for r in saved["epochs"])
     for png in ("elbo.png", "reconstructions.png", "samples.png", "latent.png"):
         assert (tmp_path / "run" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    cfg.train.elbo = "trace"  # left out, the model's default estimator is recorded
+    cfg.train.elbo, cfg.model.prior = "trace", "standard"  # left out, the model's defaults are recorded
     assert RunConfig.load(tmp_path / "run" / "config.json") == cfg
 
 

@@ -40,10 +40,11 @@ import torch
 from pyro_vae.atomic import atomic_write_text
 from pyro_vae.config import MAX_SEED, MAX_SIZE, RunConfig, _registry, check_options, option, resolve_device
 from pyro_vae.data.load import load_data
-from pyro_vae.errors import ConfigError, GridMismatch, IncompatiblePair, IncompleteGrid
+from pyro_vae.errors import ConfigError, DataError, GridMismatch, IncompatiblePair, IncompleteGrid
 from pyro_vae.experiments.results import _one_line, aggregate, write_results
 from pyro_vae.inference.diagnostics import active_units, gradient_snr
 from pyro_vae.inference.elbos import ELBOS, build_elbo
+from pyro_vae.inference.evaluate import PER_IMAGE_NAME, load_per_image, paired_difference
 from pyro_vae.models.registry import check_config
 from pyro_vae.training.runfolder import (
     CHECKPOINT_NAME,
@@ -77,6 +78,11 @@ class CompareConfig:
     workers: int = option(
         1, "cells trained at once, each in its own process with its share of the CPU threads (or a GPU)", positive=True
     )
+    reference: str | None = option(
+        None,
+        "a finished run folder (or another grid's cell) to pair every cell's IS log p(x) against, image by image "
+        "(default: the grid's first guide and estimator, same seed)",
+    )
 
     def cells(self) -> list[tuple[str, str, int, int]]:
         """(guide, estimator, K, seed) for every cell; checks every option and name first.
@@ -100,6 +106,8 @@ class CompareConfig:
                 raise ConfigError("elbos", f"entry {entry!r} needs K between 1 and {MAX_SIZE:,}")
             estimators.append((name, particles))
         _no_repeats("elbos", [f"{name}:{k}" for name, k in estimators])
+        if self.reference is not None:
+            _check_reference(Path(self.reference))
         return [(guide, name, k, seed) for guide in self.guides for name, k in estimators for seed in self.seeds]
 
     def cell_config(self, guide: str, elbo: str, particles: int, seed: int) -> RunConfig:
@@ -225,6 +233,39 @@ def run_cell(cfg: CompareConfig, guide: str, elbo: str, particles: int, seed: in
         return result
 
 
+def _check_reference(folder: Path) -> None:
+    if folder.is_symlink() or not (folder / PER_IMAGE_NAME).is_file():
+        raise DataError(f"--reference {folder} holds no {PER_IMAGE_NAME}; give a finished run folder or a grid's cell")
+
+
+def add_paired_differences(
+    cfg: CompareConfig, first: tuple, cells: list[tuple], out_dir: Path, results: list[dict]
+) -> None:
+    """Add to each finished cell's result (``results[i]`` of ``cells[i]``) ``is_diff``, its IS log p(x)
+    minus the reference's over the same test images, and ``is_diff_se``, the paired standard error
+    (:func:`pyro_vae.inference.evaluate.paired_difference`). The reference is ``cfg.reference``, or the
+    cell ``first`` (the grid's first guide and estimator) with the same seed. Cells finished before runs kept
+    their per-image values get none (n/a in the table).
+
+    :raises DataError: when ``cfg.reference`` has no per-image log p(x), naming it.
+    """
+    given = Path(cfg.reference) if cfg.reference else None
+    if given is not None:
+        _check_reference(given)
+        reference = {seed: load_per_image(given / PER_IMAGE_NAME) for seed in cfg.seeds}
+        names = {seed: str(given) for seed in cfg.seeds}
+    else:
+        names = {seed: cell_name(*first[:3], seed) for seed in cfg.seeds}
+        files = {seed: out_dir / "cells" / name / PER_IMAGE_NAME for seed, name in names.items()}
+        reference = {seed: load_per_image(f) for seed, f in files.items() if f.is_file()}
+    for cell, result in zip(cells, results):
+        own = out_dir / "cells" / cell_name(*cell) / PER_IMAGE_NAME
+        if "error" in result or cell[3] not in reference or not own.is_file():
+            continue
+        result["is_diff"], result["is_diff_se"] = paired_difference(load_per_image(own), reference[cell[3]])
+        result["reference"] = names[cell[3]]
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -271,6 +312,7 @@ def compare(
                 cell_dir = out_dir / "cells" / cell_name(*cell)
                 log(_one_line(cell_dir.name, run_cell(cfg, *cell, cell_dir, data, progress)))
         results = [json.loads((out_dir / "cells" / cell_name(*c) / "cell.json").read_text()) for c in cells]
+        add_paired_differences(cfg, cells[0], cells, out_dir, results)
         rows = aggregate(results)
         write_results(rows, results, out_dir)
         return rows
@@ -369,11 +411,12 @@ def collect(cfg: CompareConfig, out_dir: str | Path) -> tuple[list[dict], list[s
     with RunLock(out_dir):
         found = [c for c in cells if (out_dir / "cells" / cell_name(*c)).is_dir()]
         check_cells(cfg, found, out_dir, restart_changed=False)
-        results, missing = [], []
+        results, missing, done = [], [], []
         for i, cell in enumerate(cells):
             cell_dir = out_dir / "cells" / cell_name(*cell)
             if (cell_dir / "cell.json").is_file():
                 results.append(json.loads((cell_dir / "cell.json").read_text()))
+                done.append(cell)
             else:
                 missing.append(f"{i} {cell_dir.name} ({_describe(cell)}): {cell_state(cell_dir)}")
         if not results:
@@ -381,6 +424,7 @@ def collect(cfg: CompareConfig, out_dir: str | Path) -> tuple[list[dict], list[s
                 f"no cell of the grid has finished in {out_dir}; run them first (pyro-vae compare with the same "
                 "flags, with --cell I for one cell)"
             )
+        add_paired_differences(cfg, cells[0], done, out_dir, results)
         rows = aggregate(results)
         write_results(rows, results, out_dir)
         if missing:

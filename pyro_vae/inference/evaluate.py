@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pickle
 from collections.abc import Callable
+from pathlib import Path
 
 import pyro
 import torch
@@ -24,7 +26,8 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from pyro_vae.errors import UsageError
+from pyro_vae.atomic import atomic_write
+from pyro_vae.errors import DataError, UsageError
 
 DEFAULT_CHUNK = 2**15  # (particle, datapoint) pairs per forward pass: ~100 MB per (pairs, 784) tensor
 EVAL_MEMORY = 576 * 2**20  # counted bytes of activations per forward pass of a final IS estimate (chunk_for_memory)
@@ -192,3 +195,42 @@ def summarize(terms: dict[str, Tensor]) -> dict[str, float]:
         out[k] = v.mean().item()
         out[f"{k}_se"] = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
     return out
+
+
+#: The file of a finished run folder that holds each test image's IS log p(x), for paired differences.
+PER_IMAGE_NAME = "test_log_px.pt"
+
+
+def save_per_image(path: str | Path, log_px: Tensor) -> None:
+    """Write one finished run's per-image IS log p(x) (``(N,)``, test-set order) atomically."""
+    atomic_write(path, lambda f: torch.save(log_px.detach().to("cpu", torch.float64), f))
+
+
+def load_per_image(path: str | Path) -> Tensor:
+    """Read what :func:`save_per_image` wrote: a ``(N,)`` float64 tensor.
+
+    :raises DataError: when the file is missing or holds anything else, naming it.
+    """
+    try:
+        values = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        raise DataError(f"cannot read per-image log p(x) from {path}: {e}; rerun or finish that run") from None
+    if not isinstance(values, Tensor) or values.dim() != 1 or not values.is_floating_point():
+        raise DataError(f"{path} does not hold a vector of per-image log p(x); rerun that run")
+    return values
+
+
+def paired_difference(values: Tensor, reference: Tensor) -> tuple[float, float]:
+    """Mean of ``values − reference`` over the same images (``(N,)`` each) and its standard error,
+    sd(difference)/√N: the paired s.e., much smaller than either run's own when the two runs find
+    the same images hard.
+
+    :raises UsageError: when the two were measured on different numbers of images.
+    """
+    if values.shape != reference.shape or values.numel() < 2:
+        raise UsageError(
+            f"paired differences need the same test images twice, got {values.numel()} and {reference.numel()} "
+            "values; compare runs evaluated on the same test set"
+        )
+    d = values.double() - reference.double()
+    return float(d.mean()), float(d.std(unbiased=True) / math.sqrt(d.numel()))

@@ -15,6 +15,8 @@ Registered heads (:data:`GUIDES`):
   positive.
 - ``iaf``: a diagonal Gaussian pushed through K inverse-autoregressive flow steps conditioned
   on h.
+- ``planar``, ``radial``, ``householder``, ``naf``, ``spline``, ``coupling``: the same base pushed
+  through K steps of another of Pyro's conditional transforms (:mod:`pyro_vae.inference.flows`).
 
 Register your own with :func:`register_guide`; see README.md for an example.
 
@@ -37,6 +39,7 @@ from torch import Tensor, nn
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence, register_kl
 
 from pyro_vae.errors import RegistryError, UsageError
+from pyro_vae.inference.flows import FLOWS, flow_guide
 
 MIN_SCALE = 1e-4  # added to every softplus scale, so q never collapses to a point
 
@@ -136,19 +139,24 @@ class GuideSpec:
 
     :ivar build: ``build(feature_dim, z_dim, **options)`` ↦ the head module.
     :ivar options: the :class:`~pyro_vae.config.ModelConfig` fields passed to ``build`` as keywords.
+    :ivar inverse: q's density is available at any z (``False``: at its own samples only, as for a
+        flow with no inverse; a VampPrior cannot use it).
     """
 
     name: str
     build: Callable[..., nn.Module]
     description: str
     options: tuple[str, ...] = ()
+    inverse: bool = True
 
 
 #: Guide heads by ``--guide`` name; add one with :func:`register_guide`.
 GUIDES: dict[str, GuideSpec] = {}
 
 
-def register_guide(name: str, build: Callable[..., nn.Module], description: str, options: tuple[str, ...] = ()):
+def register_guide(
+    name: str, build: Callable[..., nn.Module], description: str, options: tuple[str, ...] = (), inverse: bool = True
+):
     """Add a guide head to :data:`GUIDES` (and so to ``--guide`` and every parametrized test).
 
     :param str name: the registry key.
@@ -157,8 +165,9 @@ def register_guide(name: str, build: Callable[..., nn.Module], description: str,
         ``(batch,)`` and event shape ``(z_dim,)``.
     :param str description: one line for ``--help`` and the README table.
     :param options: names of ModelConfig fields to pass to ``build`` (e.g. ``("flow_steps",)``).
+    :param bool inverse: whether q's ``log_prob`` takes any z, not only q's own samples.
     """
-    GUIDES[name] = GuideSpec(name, build, description, tuple(options))
+    GUIDES[name] = GuideSpec(name, build, description, tuple(options), inverse)
     return build
 
 
@@ -166,6 +175,8 @@ register_guide("diag", DiagGaussian, "mean-field Gaussian N(μ(x), diag σ²(x))
 register_guide("diag-score", DiagGaussianScore, "the diag family with score-function (REINFORCE) gradients")
 register_guide("fullcov", FullCovGaussian, "full-covariance Gaussian N(μ(x), L Lᵀ), L lower-triangular")
 register_guide("iaf", IAFGaussian, "diagonal Gaussian + K inverse autoregressive flow steps", ("flow_steps",))
+for _name, (_step, _permute, _inverse, _description) in FLOWS.items():  # Pyro's other conditional flows
+    register_guide(_name, flow_guide(DiagGaussian, _step, _permute), _description, ("flow_steps",), _inverse)
 
 
 def get_guide(name: str) -> GuideSpec:

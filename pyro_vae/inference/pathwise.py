@@ -22,6 +22,14 @@ log q_φ̄(z), φ̄ = stop_grad(φ): its value is log q_φ(z), and its gradient 
   those left would add less than round-off. In practice that is 2–3 rounds per step. Then
   log q_φ̄(z) = stop_grad(log q(z)) + ⟨stop_grad(v_K), z − stop_grad(z)⟩, which has the right value
   and the right first derivative (all that the estimators differentiate).
+- A flow with a step that Pyro cannot invert (planar, radial, neural autoregressive) or inverts only
+  sequentially (spline autoregressive) takes the same recursion with each step's full Jacobian:
+  J_k(z_{k−1}) from z_dim vector-Jacobian products (batched) and ∇ log|det J_k| from one more, on
+  the graph of the forward pass, then one batched z_dim × z_dim solve per step
+  (:func:`cached_flow_score`). Exact up to round-off, at a cost of about z_dim backward passes
+  through each step, and no inversion.
+- A flow of steps with a cheap closed-form inverse (Householder, coupling, permutations,
+  elementwise splines) is evaluated afresh at z: one inversion, as cheap as a sample.
 
 References:
     Roeder, Wu & Duvenaud, *Sticking the Landing*, NeurIPS 2017.
@@ -32,7 +40,9 @@ References:
 from __future__ import annotations
 
 import torch
-from pyro.distributions.transforms import AffineAutoregressive
+from pyro.distributions.transforms import AffineAutoregressive, AffineCoupling, Permute
+from pyro.distributions.transforms.householder import ConditionedHouseholder
+from pyro.distributions.transforms.spline import ConditionedSpline
 from torch import Tensor
 from torch.distributions import Independent, Normal, TransformedDistribution
 
@@ -44,6 +54,20 @@ def _affine_steps(fn) -> bool:
     return isinstance(fn, TransformedDistribution) and all(
         isinstance(t, AffineAutoregressive) and t._cached_x_y[0] is not None for t in fn.transforms
     )
+
+
+CHEAP_INVERSE = (ConditionedHouseholder, ConditionedSpline, AffineCoupling, Permute)  # one pass to invert
+
+
+def _cached_steps(fn, z: Tensor) -> bool:
+    """Whether ``fn`` is a flow that holds the sample ``z`` in its cache, step after step, and has a
+    step without a cheap inverse (so that reading the cache beats inverting it)."""
+    if not isinstance(fn, TransformedDistribution) or not fn.transforms:
+        return False
+    caches = [getattr(t, "_cached_x_y", (None, None)) for t in fn.transforms]
+    chained = all(a[1] is b[0] for a, b in zip(caches, caches[1:])) and caches[0][0] is not None
+    cheap = all(isinstance(t, CHEAP_INVERSE) for t in fn.transforms)
+    return chained and caches[-1][1] is z and not cheap
 
 
 def _base_score(base, z0: Tensor) -> Tensor:
@@ -107,6 +131,55 @@ def flow_score(fn: TransformedDistribution, z: Tensor) -> Tensor:
     return v.detach()
 
 
+def _cache_of(t) -> dict:
+    return {k: v for k, v in vars(t).items() if k.startswith("_cache")}
+
+
+def _jacobian_step(t, v: Tensor) -> Tensor:
+    """u with J(x)ᵀu = v − ∇ log|det J|(x) for flow step t at its last sample x, any step: J from
+    z_dim vector-Jacobian products (one batched call), then a batched linear solve. Uses the
+    forward pass's graph when it has one, else recomputes the step from a detached x; either way
+    the step's cache is left as it was. Where J is singular (a NAF step saturated at the clamp of
+    its inverse sigmoid, so that ∇ log q is undefined there) u is the least-squares solution."""
+    x, y = t._cached_x_y
+    saved = _cache_of(t)
+    with torch.enable_grad():
+        if not (x.requires_grad and y.requires_grad):
+            x = x.detach().requires_grad_()
+            y = t(x)  # a cache miss: x is a new tensor
+        log_det = t.log_abs_det_jacobian(x, y)  # (...), from the cache of (x, y)
+        if not log_det.requires_grad:  # a constant |det J| (a permutation)
+            g = torch.zeros_like(x)
+        else:
+            (g,) = torch.autograd.grad(log_det.sum(), x, retain_graph=True)
+        z_dim = x.shape[-1]
+        eye = torch.eye(z_dim, dtype=x.dtype, device=x.device)
+        eye = eye.reshape(z_dim, *(1,) * (y.dim() - 1), z_dim).expand(z_dim, *y.shape)
+        try:
+            (rows,) = torch.autograd.grad(y, x, eye, retain_graph=True, is_grads_batched=True)  # rows[i] = e_iᵀ J
+        except RuntimeError:  # an op without a batching rule: one product per row
+            rows = torch.stack([torch.autograd.grad(y, x, e, retain_graph=True)[0] for e in eye])
+    vars(t).update(saved)
+    jac_t = rows.movedim(0, -2).detach().transpose(-1, -2)  # (..., z_dim, z_dim), [..., j, i] = ∂y_i/∂x_j
+    rhs = (v - g.detach()).unsqueeze(-1)  # (..., z_dim, 1)
+    u, info = torch.linalg.solve_ex(jac_t, rhs)
+    if (info != 0).any():  # a singular J (NAF saturated at its sigmoid's clamp): least squares there
+        u = torch.where((info != 0)[..., None, None], torch.linalg.pinv(jac_t) @ rhs, u)
+    return u.squeeze(-1)
+
+
+def cached_flow_score(fn: TransformedDistribution, z: Tensor) -> Tensor:
+    """∇_z log q(z) at a sample ``z`` that the flow ``fn`` drew itself (still in its cache), for any
+    steps, by their Jacobians (:func:`_jacobian_step`); no gradient reaches any parameter.
+
+    :returns: a tensor of ``z``'s shape ``(..., z_dim)``, with no graph.
+    """
+    v = _base_score(fn.base_dist, fn.transforms[0]._cached_x_y[0].detach()).detach()
+    for t in fn.transforms:
+        v = _jacobian_step(t, v)
+    return v.detach()
+
+
 def path_log_prob(site: dict) -> Tensor:
     """log q_φ̄(z) of a guide site: the value of ``site["log_prob"]`` (scaled as the site is), the
     gradient only along the site's value z (see the module docstring).
@@ -117,8 +190,11 @@ def path_log_prob(site: dict) -> Tensor:
     if _affine_steps(fn) and fn.transforms[-1]._cached_x_y[1] is z:
         v = flow_score(fn, z)
         return site["log_prob"].detach() + (v * (z - z.detach())).sum(-1) * scale
+    if _cached_steps(fn, z):
+        v = cached_flow_score(fn, z)
+        return site["log_prob"].detach() + (v * (z - z.detach())).sum(-1) * scale
     at_fixed_z = fn.log_prob(z.detach()) * scale
-    # a flow of other steps: log q(z) evaluated afresh at z * 1 (a new tensor, so no cache hit), so
+    # a flow of steps with cheap inverses: log q(z) evaluated afresh at z * 1 (a new tensor, so no cache hit), so
     # that its path derivative passes through z; a Gaussian's density, computed from z, already does
     log_q = fn.log_prob(z * 1) * scale if isinstance(fn, TransformedDistribution) else site["log_prob"]
     return log_q - (at_fixed_z - at_fixed_z.detach())

@@ -220,8 +220,24 @@ class BaseVAE(nn.Module):
 
         :raises ValueError: naming what is wrong and how to fix it.
         """
-        if is_validation_enabled():
+        if x is not None and is_validation_enabled():
             check_images(x, name="x", unit_interval=self.lik.unit_interval, x_dim=self.x_dim)
+
+    def _data_size(self, x: Tensor | None, y: Tensor | None, num: int | None) -> int:
+        """The size of the data plate: ``len(x)``; without images (the generative idiom,
+        ``model(None, num=n)``) ``len(y)`` or ``num``.
+
+        :raises UsageError: when none of them says how many to draw."""
+        if x is not None:
+            return x.shape[0]
+        if y is not None:
+            return y.shape[0]
+        if num is None or not isinstance(num, int) or num < 1:
+            raise UsageError(
+                "model(None, num=n) draws n images from the prior predictive; give x, y or a positive num, "
+                f"got num={num!r}"
+            )
+        return num
 
     def _latent_scale(self):
         scale = self.beta * self.kl_weight

@@ -15,61 +15,15 @@ References:
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from pyro_vae.errors import LabelError, RegistryError
-from pyro_vae.inference.guides import MIN_SCALE, site_infer
-from pyro_vae.models.base import ConditionalModel, one_hot
-
-
-class LearnedPrior(nn.Module):
-    """one-hot(y) ↦ p(z|y) = N(μ_y, diag σ_y²): one linear map, σ = softplus(·) + 1e-4.
-
-    On a one-hot input a linear map is a table of one (μ, σ) per class. It starts at N(0, I)
-    (zero weights, σ's bias at softplus⁻¹(1)), so a learned and a standard prior begin equal.
-    """
-
-    def __init__(self, num_classes: int, z_dim: int):
-        super().__init__()
-        self.net = nn.Linear(num_classes, 2 * z_dim)
-        nn.init.zeros_(self.net.weight)
-        nn.init.zeros_(self.net.bias)
-        with torch.no_grad():
-            self.net.bias[z_dim:] = math.log(math.expm1(1.0 - MIN_SCALE))
-
-    def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
-        loc, raw = self.net(c).chunk(2, dim=-1)  # each (..., z_dim)
-        return loc, F.softplus(raw) + MIN_SCALE
-
-
-class MixturePrior(nn.Module):
-    """y ↦ p(z|y) = Σ_m π_{y,m} N(μ_{y,m}, diag σ_{y,m}²): a mixture of ``components`` Gaussians
-    per class, all learned. A class whose codes form several clusters (a 7 with and without its
-    bar) can then put prior mass on each instead of between them. It starts near N(0, I): weights
-    equal, σ = 1, means 0.1·N(0, I) apart so that the components can separate.
-    """
-
-    def __init__(self, num_classes: int, z_dim: int, components: int = 10):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.loc = nn.Parameter(0.1 * torch.randn(num_classes, components, z_dim, generator=g))
-        self.raw_scale = nn.Parameter(torch.full((num_classes, components, z_dim), math.log(math.expm1(1.0))))
-        self.logits = nn.Parameter(torch.zeros(num_classes, components))
-
-    def forward(self, y: Tensor) -> dist.TorchDistribution:
-        """:returns: batch shape ``y.shape``, event shape ``(z_dim,)``."""
-        scale = F.softplus(self.raw_scale[y]) + MIN_SCALE  # (..., components, z_dim)
-        comp = dist.Normal(self.loc[y], scale).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits[y]), comp)
-
-
-PRIORS = ("learned", "standard", "mixture")
+from pyro_vae.errors import LabelError
+from pyro_vae.inference.guides import site_infer
+from pyro_vae.models.base import ConditionalModel
+from pyro_vae.models.priors import build_prior, check_prior, get_prior
 
 
 class CVAE(ConditionalModel):
@@ -83,9 +37,10 @@ class CVAE(ConditionalModel):
 
     The parameters are those of :class:`~pyro_vae.models.base.ConditionalModel`, and (keyword only):
 
-    :param str prior: ``"mixture"`` (the default: a :class:`MixturePrior`, ``prior_components``
-        learned Gaussians per class), ``"learned"`` (a :class:`LearnedPrior`: one learned Gaussian
-        per class) or ``"standard"`` (N(0, I)).
+    :param str prior: a name in :data:`pyro_vae.models.priors.PRIORS` for a conditional model:
+        ``"mixture"`` (the default: a :class:`~pyro_vae.models.priors.MixturePrior`, ``prior_components``
+        learned Gaussians per class), ``"learned"`` (a :class:`~pyro_vae.models.priors.LearnedPrior`:
+        one learned Gaussian per class) or ``"standard"`` (N(0, I)).
     :param int prior_components: mixture components per class, for ``prior="mixture"`` (default 30).
     :param float kl_weight: w, the weight of KL(q(z|x, y) ‖ p(z|y)) in the training loss (default 2.5;
         a run with ``prior="standard"`` records 2.75, :meth:`defaults_for`).
@@ -126,7 +81,7 @@ class CVAE(ConditionalModel):
 
     @staticmethod
     def _components_only_for_mixture(m, values: dict) -> dict:
-        if (m.prior or values.get("prior")) != "mixture":
+        if get_prior(m.prior or values["prior"]).components is None:
             values.pop("prior_components", None)
         return values
 
@@ -139,50 +94,27 @@ class CVAE(ConditionalModel):
         decoder_y: str = "film",
         **kwargs,
     ):
-        if prior not in PRIORS:
-            raise RegistryError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
         super().__init__(*args, kl_weight=kl_weight, decoder_y=decoder_y, **kwargs)
+        check_prior(prior, "cvae", True, self.guide_name)
         self.prior_name = prior
-        self.prior_net = None
-        if prior == "learned":
-            self.prior_net = LearnedPrior(self.num_classes, self.z_dim)
-        elif prior == "mixture":
-            self.prior_net = MixturePrior(self.num_classes, self.z_dim, prior_components)
+        self.prior_net = build_prior(prior, self.z_dim, self.num_classes, prior_components, self.x_dim)
 
     # -- the prior
     def prior(self, y: Tensor | None = None) -> dist.TorchDistribution:
         """p(z|y) for ``y`` of shape ``(...)``: batch shape ``(...)`` (``()`` for the standard
         prior, which plates broadcast), event shape ``(z_dim,)``. Without ``y``, the marginal
         p(z) = Σ_y p(y) p(z|y) with p(y) uniform, batch shape ``()``."""
-        if self.prior_net is None:
-            return super().prior(y)
-        if y is None:
-            return self._marginal_prior()
-        if isinstance(self.prior_net, MixturePrior):
-            return self.prior_net(y)
-        return dist.Normal(*self.prior_net(one_hot(y, self.num_classes))).to_event(1)
-
-    def _marginal_prior(self) -> dist.TorchDistribution:
-        """Σ_y p(y) p(z|y) as one mixture over every (class, component), p(y) uniform."""
-        y = torch.arange(self.num_classes, device=self.prior_loc.device)
-        per_class = self.prior(y)  # batch (K,)
-        if isinstance(per_class, dist.MixtureSameFamily):
-            weights = per_class.mixture_distribution.logits.log_softmax(-1).flatten()  # (K·M,)
-            base = per_class.component_distribution.base_dist  # batch (K, M, z_dim)
-            comp = dist.Normal(base.loc.flatten(0, 1), base.scale.flatten(0, 1)).to_event(1)
-        else:
-            weights = torch.zeros(self.num_classes, device=y.device)
-            comp = per_class
-        return dist.MixtureSameFamily(dist.Categorical(logits=weights), comp)
+        return self.prior_net(y, self.posterior)
 
     # -- the Pyro pair
-    def model(self, x: Tensor, y: Tensor | None = None) -> None:
+    def model(self, x: Tensor | None, y: Tensor | None = None) -> None:
+        """p(z|y) p(x|z, y) with x observed; ``model(None, y)`` draws z ~ p(z|y) and x ~ p(x|z, y)
+        for the ``(n,)`` labels y (``Predictive(cvae.model, num_samples=S)(None, y)``)."""
         if y is None:
             raise LabelError("the CVAE's model(x, y) needs the labels y of x, (batch,) class indices")
         pyro.module("decoder", self.decoder)
-        if self.prior_net is not None:
-            pyro.module("prior_net", self.prior_net)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        pyro.module("prior_net", self.prior_net)
+        with pyro.plate("data", self._data_size(x, y, None), dim=-1):
             with self._latent_scale():
                 z = pyro.sample("z", self.prior(y))  # (..., batch, z_dim)
             pyro.sample("x", self.likelihood(z, y), obs=x)

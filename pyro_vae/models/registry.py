@@ -13,9 +13,10 @@ import torch
 
 from pyro_vae.config import RunConfig, options_of, resolve_device
 from pyro_vae.errors import ConfigError, RegistryError
-from pyro_vae.inference.elbos import check_estimator
-from pyro_vae.models.base import BaseVAE
+from pyro_vae.inference.elbos import ELBOS, check_estimator
+from pyro_vae.models.base import BaseVAE, ConditionalModel
 from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.priors import PRIORS, check_prior, check_prior_estimator, get_prior
 from pyro_vae.models.ssvae import SSVAE
 from pyro_vae.models.vae import VAE
 
@@ -128,6 +129,8 @@ def check_model_options(config: RunConfig) -> None:
     another model is refused.
 
     :raises ConfigError: naming the option, the model given and the models that take it.
+    :raises IncompatiblePair: for a prior the model, the guide or the estimator cannot take
+        (:func:`pyro_vae.models.priors.check_prior`, :func:`~pyro_vae.models.priors.check_prior_estimator`).
     """
     m = config.model
     fields = {o.name: (section, o) for section in (config.data, m, config.train) for o in options_of(type(section))}
@@ -144,10 +147,17 @@ def check_model_options(config: RunConfig) -> None:
             f"applies to {which} only, got {name}={value!r} with model {m.model!r}; drop it or use "
             + (f"model {takers[0]!r}" if len(takers) == 1 else "one of them"),
         )
-    if m.prior_components is not None and m.prior not in (None, "mixture"):
+    prior = m.prior or get_model(m.model).defaults_for(m).get("prior")
+    if prior is None:
+        return
+    if m.prior_components is not None and get_prior(prior).components is None:
+        takers = " and ".join(repr(n) for n, p in PRIORS.items() if p.components is not None)
         raise ConfigError(
-            "prior_components", f"applies to prior 'mixture' only, got {m.prior_components} with prior {m.prior!r}"
+            "prior_components", f"applies to priors {takers} only, got {m.prior_components} with prior {prior!r}"
         )
+    check_prior(prior, m.model, issubclass(get_model(m.model), ConditionalModel), m.guide)
+    if config.train.elbo is not None and config.train.elbo in ELBOS:
+        check_prior_estimator(prior, config.train.elbo, ELBOS[config.train.elbo].needs_analytic_kl)
 
 
 def check_config(config: RunConfig) -> None:
@@ -158,6 +168,7 @@ def check_config(config: RunConfig) -> None:
 
     :raises ConfigError: for a field or option, naming it.
     :raises IncompatibleEstimator: for an estimator the model does not accept.
+    :raises IncompatiblePair: for a prior that the model, guide or estimator cannot take.
     """
     config.validate()
     check_model_options(config)

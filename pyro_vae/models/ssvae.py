@@ -117,14 +117,16 @@ class SSVAE(ConditionalModel):
         return dist.Categorical(logits=self.classifier(x))
 
     # -- the Pyro pair
-    def model(self, x: Tensor, y: Tensor | None = None) -> None:
+    def model(self, x: Tensor | None, y: Tensor | None = None, num: int | None = None) -> None:
+        """p(z) p(y) p(x|z, y), and α·log q(y|x) on labelled images; ``model(None, y)`` (or
+        ``model(None, num=n)``, y ~ p(y)) draws x from the generative model alone."""
         pyro.module("decoder", self.decoder)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", self._data_size(x, y, num), dim=-1):
             with self._latent_scale():
                 z = pyro.sample("z", self.prior())  # (..., batch, z_dim)
             y_obs = pyro.sample("y", dist.Categorical(logits=self.prior_logits), obs=y)  # (batch,) or enumerated
             pyro.sample("x", self.likelihood(z, y_obs), obs=x)
-            if y is not None and self.aux_weight > 0:
+            if x is not None and y is not None and self.aux_weight > 0:
                 # the classification term of Kingma et al.: α·log q(y|x) on labelled images
                 pyro.module("classifier", self.classifier)
                 with poutine.scale(scale=self.aux_weight):

@@ -11,7 +11,8 @@ What differs between the models (how they are built, what a training step and th
 to them, their extra metrics) is each model class's own (:class:`pyro_vae.models.base.BaseVAE`'s hooks);
 this module keeps the loop, :func:`fit` and :func:`resume`.
 
-A run folder holds ``config.json``, ``metrics.json``, ``checkpoint.pt`` and the plots.
+A run folder holds ``config.json``, ``metrics.json``, ``checkpoint.pt``, the plots and, once finished,
+``test_log_px.pt`` (each test image's IS log p(x), :mod:`pyro_vae.training.final`).
 
 Under ``torchrun`` the processes of the launch train one model together (:mod:`pyro_vae.training.distributed`):
 each step runs on the rank's shard of the batch, and rank 0 alone evaluates and writes.
@@ -43,13 +44,13 @@ from pyro_vae.data.images import ImageData
 from pyro_vae.data.load import check_data_config, load_data
 from pyro_vae.errors import CheckpointError, ConfigError, DataError, RunExists, RunInterrupted, TrainingDiverged
 from pyro_vae.inference.elbos import accepted_estimators, build_elbo, check_pair
-from pyro_vae.inference.evaluate import chunk_for_memory, elbo_terms, importance_log_px, summarize
+from pyro_vae.inference.evaluate import PER_IMAGE_NAME, elbo_terms, save_per_image, summarize
 from pyro_vae.models.base import BaseVAE
-from pyro_vae.models.likelihoods import bits_per_dim
 from pyro_vae.models.registry import _available_memory, build_model, check_config, get_model
 from pyro_vae.training import distributed, tensorboard
 from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from pyro_vae.training.compiling import compile_networks
+from pyro_vae.training.final import final_metrics
 from pyro_vae.training.runfolder import CHECKPOINT_NAME, RunLock, run_folder, run_state
 
 Tune = Callable[[RunConfig, ImageData, Path, bool], dict]  # see fit's tune
@@ -536,31 +537,6 @@ def write_metrics(run: Run) -> None:
     atomic_write_text(run.out_dir / "metrics.json", json.dumps(run.metrics, indent=2) + "\n")
 
 
-@torch.no_grad()
-def final_metrics(vae: nn.Module, x: torch.Tensor, num_samples: int, y: torch.Tensor | None = None) -> dict:
-    """Test ELBO with its two terms, IS log p(x) with K = ``num_samples``, and their gap (nats/image),
-    with bits per dimension (``elbo_bpd``, ``is_bpd``; see :func:`pyro_vae.models.likelihoods.bits_per_dim`).
-
-    Both are of the arguments the model's ``evaluation_args(x, y)`` gives: log p(x|y) for a ``cvae``,
-    log p(x) with y marginalized for an ``ssvae`` (IS proposal q(y|x) q(z|x, y)); the model's
-    ``extra_metrics`` are added (generative classification, the accuracy of q(y|x)).
-
-    :param Tensor x: ``(N, D)`` test images; ``y`` ``(N,)`` their labels (needed by conditional models).
-    """
-    vae.eval()
-    args = vae.evaluation_args(x, y)
-    out = summarize(elbo_terms(vae.model, vae.guide, *args))
-    chunk = chunk_for_memory(vae, vae.model, vae.guide, *args)  # a few hundred MiB, whatever the images
-    log_px = importance_log_px(vae.model, vae.guide, *args, num_samples=num_samples, chunk_size=chunk)
-    out.update(summarize({"is_log_px": log_px}))
-    out["is_num_samples"] = num_samples
-    out["evidence"] = vae.evidence
-    out["gap"] = out["is_log_px"] - out["elbo"]
-    out["elbo_bpd"], out["is_bpd"] = (bits_per_dim(out[k], x.shape[1]) for k in ("elbo", "is_log_px"))
-    out.update(vae.extra_metrics(x, y, num_samples))
-    return out
-
-
 def finish(run: Run) -> Run:
     """Every plot into the run folder, then the final test metrics into ``metrics.json`` (key
     ``final``), which marks the run finished: a run killed (or out of disk) while drawing is still
@@ -569,7 +545,9 @@ def finish(run: Run) -> Run:
     if not distributed.is_writer():
         return run
     data, vae = run.data, run.vae
-    final = final_metrics(vae, data.test_x, run.config.train.eval_num_samples, data.test_y)
+    per_image: dict = {}
+    final = final_metrics(vae, data.test_x, run.config.train.eval_num_samples, data.test_y, per_image)
+    save_per_image(run.out_dir / PER_IMAGE_NAME, per_image["is_log_px"])  # for paired differences
     final.update(vae.data_metrics(data, run.config.data.data_dir, run.config.train.fidelity_samples))
     final.update(vae.run_metrics(data, run.config, sum(r.get("steps", 0) for r in run.metrics["epochs"])))
     final["pixels"] = data.pixels
@@ -589,7 +567,6 @@ __all__ = [
     "finish",
     "train_step",
     "make_optimizer",
-    "final_metrics",
     "Run",
     "TrainingDiverged",
     "RunInterrupted",
