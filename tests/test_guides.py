@@ -188,7 +188,8 @@ def direct_log_q(q, z: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", list(GUIDES))
 def test_every_guide_has_its_log_density_checked_against_a_direct_computation(name):
-    from test_flows import FLOWS, direct_log_q as flow_log_q, flow_of
+    from test_flows import FLOWS, flow_of
+    from test_flows import direct_log_q as flow_log_q
 
     if name in FLOWS:  # the change of variables with torch's Jacobian, in float64
         q = flow_of(name)
