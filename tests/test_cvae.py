@@ -175,7 +175,14 @@ def test_bad_model_config(tmp_path, field, value, message):
         fit(cfg, tmp_path / "run", progress=False)
 
 
-@pytest.mark.parametrize("guide", list(GUIDES))
+# every flow with every estimator is tested on the VAE (tests/test_elbos.py); here iaf stands for them
+# in the default run, and the other flows run with the slow tests
+CVAE_GUIDES = [
+    g if g in ("diag", "diag-score", "fullcov", "iaf") else pytest.param(g, marks=pytest.mark.slow) for g in GUIDES
+]
+
+
+@pytest.mark.parametrize("guide", CVAE_GUIDES)
 @pytest.mark.parametrize("name", list(ELBOS))
 def test_every_pair_trains_or_raises(name, guide):
     """Each (estimator, guide) pair trains a tiny CVAE with a learned prior, or fails check_pair
