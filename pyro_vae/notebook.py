@@ -51,23 +51,24 @@ class Claims:
         self.checked = 0
         self.skipped = 0
 
-    def check(self, condition, sentence: str, *, exact: bool = False) -> str:
+    def check(self, condition, sentence: str, *, exact: bool = False) -> None:
         """Assert ``condition`` (anything ``bool()`` accepts, such as a one-element tensor), unless in smoke mode
-        and not ``exact``. :returns: ``sentence``. :raises ClaimFailed: with ``sentence``, if it is asserted
-        and false."""
+        and not ``exact``. Returns nothing, so that a cell ending in a check shows no value.
+
+        :raises ClaimFailed: with ``sentence``, if it is asserted and false."""
         if self.smoke and not exact:
             self.skipped += 1
-            return sentence
+            return
         if not bool(condition):
             raise ClaimFailed(f"claim failed: {sentence}")
         self.checked += 1
-        return sentence
 
     def state(self, condition, sentence: str, *, exact: bool = False) -> None:
         """:meth:`check` the claim, then display ``sentence`` as Markdown."""
         from IPython.display import Markdown, display
 
-        display(Markdown(self.check(condition, sentence, exact=exact)))
+        self.check(condition, sentence, exact=exact)
+        display(Markdown(sentence))
 
     def report(self) -> str:
         """One sentence: how many claims were checked (all of them held, or the run would have stopped), and in
