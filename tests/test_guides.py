@@ -152,3 +152,19 @@ def test_a_score_function_guide_trains_on_a_smaller_last_batch(tmp_path):
     cfg.train.elbo, cfg.train.epochs, cfg.train.eval_num_samples, cfg.train.device = "tracegraph", 2, 2, "cpu"
     run = fit(cfg, tmp_path / "run", progress=False, data=load_dataset("mnist-5k").subset(300, 50))
     assert [r["steps"] for r in run.metrics["epochs"]] == [3, 3] and math.isfinite(run.metrics["final"]["elbo"])
+
+
+def test_moments_in_blocks_equal_the_moments_of_all_draws_at_once(monkeypatch):
+    """Drawn in blocks (here 3 draws of 5 images at a time, the last block shorter), the combined
+    mean and sd are those of the same 256 draws taken at once, to float rounding."""
+    import pyro_vae.inference.guides as guides
+
+    q = dist.TransformedDistribution(
+        dist.Normal(torch.randn(5, Z), torch.rand(5, Z) + 0.5).to_event(1), [dist.transforms.ExpTransform()]
+    )
+    torch.manual_seed(1)
+    z = torch.cat([q.sample((3,)) for _ in range(85)] + [q.sample((1,))])  # the same draws, all kept
+    monkeypatch.setattr(guides, "MOMENT_DRAWS", 15)
+    torch.manual_seed(1)
+    mean, sd = moments(q, num_samples=256)
+    assert torch.allclose(mean, z.mean(0), rtol=1e-5) and torch.allclose(sd, z.std(0), rtol=1e-4)

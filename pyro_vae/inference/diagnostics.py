@@ -25,6 +25,7 @@ ACTIVE_THRESHOLD = 0.01
 
 
 @torch.no_grad()
+@torch.no_grad()  # no graph across the chunks: a flow's moments come from 256 draws per image
 def active_units(
     encoder: Callable[[Tensor], object], x: Tensor, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000
 ) -> tuple[int, Tensor]:

@@ -27,6 +27,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -226,17 +227,31 @@ def site_infer(q: dist.TorchDistribution, name: str = "z") -> dict:
     return {"baseline": {"use_decaying_avg_baseline": True}}
 
 
+#: Draws of z that :func:`moments` holds at once (a flow's intermediates scale with them).
+MOMENT_DRAWS = 2**15
+
+
 @torch.no_grad()
 def moments(q: dist.TorchDistribution, num_samples: int = 256) -> tuple[Tensor, Tensor]:
     """Mean and marginal standard deviation of q, each of shape ``batch_shape + event_shape``.
 
-    Exact for Gaussians; a Monte Carlo estimate from ``num_samples`` draws for flows.
+    Exact for Gaussians; a Monte Carlo estimate from ``num_samples`` draws for flows, drawn in blocks
+    of at most :data:`MOMENT_DRAWS` draws of z in all (so that a whole test set fits in memory) and
+    combined exactly (Chan et al.'s pairwise update of the mean and the sum of squared deviations).
     """
     try:
         return q.mean, q.stddev
     except NotImplementedError:
-        z = q.sample((num_samples,))  # (num_samples, batch, z_dim)
-        return z.mean(0), z.std(0)
+        pass
+    block = max(1, min(num_samples, MOMENT_DRAWS // max(1, math.prod(q.batch_shape))))
+    n, mean, m2 = 0, 0.0, 0.0
+    for start in range(0, num_samples, block):
+        z = q.sample((min(block, num_samples - start),))  # (draws, batch, z_dim)
+        k, z_mean = len(z), z.mean(0)
+        delta = z_mean - mean
+        m2 = m2 + ((z - z_mean) ** 2).sum(0) + delta**2 * n * k / (n + k)
+        mean, n = mean + delta * k / (n + k), n + k
+    return mean, (m2 / (n - 1)).sqrt()
 
 
 @register_kl(MultivariateNormal, Independent)
