@@ -6,7 +6,6 @@ check the key equalities. Each runs in a temporary working directory, so nothing
 into the repository. A new tutorial is picked up by the glob.
 """
 
-import json
 import os
 import re
 from pathlib import Path
@@ -92,18 +91,3 @@ def test_tutorial_runs_in_smoke_mode(script, tmp_path, monkeypatch):
     assert not list(TUTORIALS.glob("runs")), "a notebook wrote into the repository"
     stderr = [o.text for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
     assert not stderr, f"{script.name} wrote to stderr in smoke mode: {stderr[0][:300]!r}"
-
-
-def test_cost_note_states_each_recorded_run(tmp_path):
-    from pyro_vae.notebook import cost_note
-
-    timings = tmp_path / "timings.json"
-    assert cost_note("02_vae_mnist", timings).endswith("not measured yet")
-    record = {"seconds": 93.64, "load_1min": 0.52, "cpus": 2, "threads": 2, "date": "2026-11-29 04:00 UTC"}
-    timings.write_text(json.dumps({"02_vae_mnist": {"full": record, "smoke": {**record, "seconds": 17.2}}}))
-    assert cost_note("02_vae_mnist", timings) == (
-        "**Cost** (wall time of the last `tutorials/run.py` run): "
-        "full run 94 s on 2 CPU cores, 2 threads, load average 0.5 (2026-11-29 04:00 UTC); "
-        "smoke run 17 s on 2 CPU cores, 2 threads, load average 0.5 (2026-11-29 04:00 UTC)"
-    )
-    assert cost_note("01_kl_and_elbo", timings).endswith("not measured yet")

@@ -10,8 +10,8 @@ Usage, from the repository root::
 Each run executes the script's cells in a fresh ``python3`` kernel, in a temporary working directory (so run
 folders never land in the repository), with ``OMP_NUM_THREADS`` set by ``--threads``. Its wall time and the
 machine's load average are recorded in ``tutorials/timings.json`` under ``full`` or ``smoke``. After a full run
-the notebook's cost cell (the first code cell, which reads ``timings.json``) is executed once more, so that the
-saved notebook states the time of the run it holds.
+the notebook's cost cell (the code cell that calls ``show_cost``, which reads ``timings.json``) is executed once
+more, so that the saved notebook states the time of the run it holds.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def record(stem: str, mode: str, seconds: float, threads: int | None) -> None:
 
 
 def rerender_cost_cell(nb: nbformat.NotebookNode) -> None:
-    """Execute the first code cell alone (it reads timings.json), and keep its new outputs."""
-    index = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    """Execute the cost cell alone (the code cell that calls ``show_cost``: it reads timings.json), and keep its
+    new outputs."""
+    index = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "show_cost(" in c.source)
     single = nbformat.v4.new_notebook(cells=[nbformat.from_dict(nb.cells[index])], metadata=nb.metadata)
     execute(single, timeout=120)
     nb.cells[index].outputs = single.cells[0].outputs
