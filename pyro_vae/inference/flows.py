@@ -4,16 +4,13 @@ features h through a context c = Linear(h).
 
 Registered in :data:`pyro_vae.inference.guides.GUIDES` (each takes ``--flow-steps K``):
 
-============  ======================================  =====================  ===========================
-name          step (Pyro class)                       inverse in Pyro        log q_φ̄(z) for stl / dreg
-============  ======================================  =====================  ===========================
-planar        ``ConditionalPlanar``                   none                   exact, from the cache (Jacobian)
-radial        ``ConditionalRadial``                   none                   exact, from the cache (Jacobian)
-householder   ``ConditionalHouseholder`` (1 reflection)  closed form         exact, by inversion
-naf           ``ConditionalNeuralAutoregressive``     none                   exact, from the cache (Jacobian)
-spline        ``ConditionalSplineAutoregressive``     sequential (z_dim passes)  exact, from the cache (Jacobian)
-coupling      ``ConditionalAffineCoupling`` + permutation  closed form       exact, by inversion
-============  ======================================  =====================  ===========================
+- ``planar``: ``ConditionalPlanar``; no inverse in Pyro; log q_φ̄(z) for stl/dreg exact, from the cache (Jacobian).
+- ``radial``: ``ConditionalRadial``; no inverse; exact, from the cache (Jacobian).
+- ``householder``: ``ConditionalHouseholder`` (one reflection); closed-form inverse; exact, by inversion.
+- ``naf``: ``ConditionalNeuralAutoregressive``; no inverse; exact, from the cache (Jacobian).
+- ``spline``: ``ConditionalSplineAutoregressive``; sequential inverse (z_dim passes); exact, from the cache.
+- ``coupling``: ``ConditionalAffineCoupling`` with a permutation between steps; closed-form inverse;
+  exact, by inversion.
 
 No pair is refused: :func:`pyro_vae.inference.pathwise.path_log_prob` computes ∇_z log q(z) for a
 flow without a cheap inverse from the intermediate values its sampling pass cached.
@@ -26,7 +23,7 @@ the coordinates before it, so q can model correlations, like ``iaf``, at the sam
 
 Numerics: Pyro's planar and radial steps are parametrised to stay invertible (planar: wᵀû ≥ −1
 through û = u + (m(wᵀu) − wᵀu) w/‖w‖², m = −1 + softplus; radial: β ≥ −α through α = softplus(α'),
-β = −α + softplus(β')); Householder steps have |det J| = 1; coupling clamps its log-scales to
+β = −α + softplus(β')); Householder steps have ``|det J| = 1``; coupling clamps its log-scales to
 [−5, 3]; the splines are monotone rational-quadratic within [−bound, bound] and the identity
 outside; NAF clamps its sigmoid output away from 0 and 1. What Pyro leaves to the user is the start:
 the coupling and spline steps' last layers start at zero here (coupling: shift 0 and log-scale 0, the
