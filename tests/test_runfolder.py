@@ -382,7 +382,13 @@ def test_bad_values_are_refused_up_front_naming_the_flag(idx, tmp_path, flags, n
         ("train", "epochs", True, "epochs must be an integer, got True"),
         ("train", "eval_num_samples", 0, "eval_num_samples must be a positive integer, got 0"),
         ("model", "hidden_dims", (16, -1), "hidden_dims must be a positive integer, got -1"),
-        ("model", "guide", "gauss", "guide must be one of diag, diag-score, fullcov, iaf, got 'gauss'"),
+        (
+            "model",
+            "guide",
+            "gauss",
+            "guide must be one of diag, diag-score, fullcov, iaf, planar, radial, householder, naf, spline, "
+            "coupling, got 'gauss'",
+        ),
         ("train", "alpha", float("nan"), "alpha must be a finite number, got nan"),
     ],
 )

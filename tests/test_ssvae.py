@@ -293,7 +293,7 @@ def test_ssvae_resume_equals_uninterrupted(tmp_path):
         ({"elbo": "iwae"}, "model SSVAE does not accept estimator 'iwae'; use --elbo enum"),
         ({"elbo": "trace"}, "model SSVAE does not accept estimator 'trace'; use --elbo enum"),
         ({"model": "vae"}, "labels applies to model 'ssvae' only, got .* drop it or use model 'ssvae'"),
-        ({"prior": "learned"}, "prior applies to model 'cvae' only, got .* with model 'ssvae'"),
+        ({"prior": "learned"}, "prior applies to the models vae, cvae only, got .* with model 'ssvae'"),
     ],
 )
 def test_bad_ssvae_config(tmp_path, change, message):
