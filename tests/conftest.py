@@ -204,3 +204,18 @@ def continues_bit_for_bit(build, *args, steps: int = 4, lr: float = 1e-2) -> Non
     train(resumed, optim, steps // 2, steps)
     for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def fit_cut_and_resume(cfg, tmp_path, cut: int):
+    """Train ``cfg`` uninterrupted, and again stopped after ``cut`` epochs then resumed to the same
+    total; assert that both end with bit-identical weights. Returns (uninterrupted run, resumed run)."""
+    from pyro_vae.training.train import fit, resume
+
+    total = cfg.train.epochs
+    full = fit(cfg, tmp_path / "full", progress=False)
+    cfg.train.epochs = cut
+    fit(cfg, tmp_path / "cut", progress=False)
+    resumed = resume(tmp_path / "cut", epochs=total, progress=False)
+    for (name, a), (_, b) in zip(full.vae.state_dict().items(), resumed.vae.state_dict().items()):
+        assert torch.equal(a, b), name
+    return full, resumed

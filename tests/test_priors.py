@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import continues_bit_for_bit
+from conftest import continues_bit_for_bit, fit_cut_and_resume
 from pyro.infer import Predictive
 
 from pyro_vae import CVAE, VAE, RunConfig
@@ -17,7 +17,6 @@ from pyro_vae.errors import IncompatiblePair
 from pyro_vae.inference.elbos import build_elbo
 from pyro_vae.models.priors import PRIORS
 from pyro_vae.models.registry import check_config
-from pyro_vae.training.train import fit, resume
 
 D, K, Z, B = 16, 10, 3, 6
 UNCONDITIONAL = [n for n, p in PRIORS.items() if p.conditional is not True]
@@ -99,12 +98,7 @@ def tiny(model: str, prior: str, guide: str = "diag", epochs: int = 2) -> RunCon
 
 
 def resumes_bit_for_bit(cfg: RunConfig, tmp_path) -> None:
-    full = fit(cfg, tmp_path / "full", progress=False)
-    cfg.train.epochs = 1
-    fit(cfg, tmp_path / "cut", progress=False)
-    resumed = resume(tmp_path / "cut", epochs=2, progress=False)
-    for (name, a), (_, b) in zip(full.vae.state_dict().items(), resumed.vae.state_dict().items()):
-        assert torch.equal(a, b), name
+    full, resumed = fit_cut_and_resume(cfg, tmp_path, cut=1)
     assert full.metrics["final"] == resumed.metrics["final"]
 
 

@@ -6,6 +6,7 @@ import math
 import pyro
 import pytest
 import torch
+from conftest import fit_cut_and_resume
 from pyro.infer import Trace_ELBO
 
 import pyro_vae
@@ -54,12 +55,7 @@ def test_short_training_raises_test_elbo(tmp_path):
 def test_resume_equals_uninterrupted(tmp_path, pixels):
     cfg = small_config(epochs=4)
     cfg.data.pixels = pixels
-    full = fit(cfg, tmp_path / "full", progress=False)
-    cfg.train.epochs = 2
-    fit(cfg, tmp_path / "cut", progress=False)
-    resumed = resume(tmp_path / "cut", epochs=4, progress=False)
-    for (name, a), (_, b) in zip(full.vae.state_dict().items(), resumed.vae.state_dict().items()):
-        assert torch.equal(a, b), name
+    full, resumed = fit_cut_and_resume(cfg, tmp_path, cut=2)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(full.metrics["epochs"]) == strip(resumed.metrics["epochs"])
     assert full.metrics["final"] == resumed.metrics["final"]
