@@ -252,7 +252,8 @@ def add_paired_differences(
     given = Path(cfg.reference) if cfg.reference else None
     if given is not None:
         _check_reference(given)
-        reference = {seed: load_per_image(given / PER_IMAGE_NAME) for seed in cfg.seeds}
+        values = load_per_image(given / PER_IMAGE_NAME)  # one run: the same reference for every seed
+        reference = dict.fromkeys(cfg.seeds, values)
         names = {seed: str(given) for seed in cfg.seeds}
     else:
         names = {seed: cell_name(*first[:3], seed) for seed in cfg.seeds}
